@@ -1,0 +1,1 @@
+"""onefunnel: one shared funnel for CRM and marketing automation."""

@@ -1,0 +1,133 @@
+"""The `onefunnel` command: start one service, or all of them in one process."""
+
+import asyncio
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Annotated, TypeVar
+
+import typer
+from onefunnel import serving
+from onefunnel.ingest.app import create_app as create_ingest_app
+from onefunnel.ingest.settings import IngestSettings
+from onefunnel.metrics.app import create_app as create_metrics_app
+from onefunnel.metrics.settings import MetricsSettings
+from onefunnel.shared import schema_files
+from onefunnel.shared.bus import open_bus
+from onefunnel.shared.database import create_engine, migrate
+from onefunnel.shared.logs import configure_logging
+from onefunnel.shared.settings import BusSettings, DatabaseSettings, LogSettings, TopicSettings
+from onefunnel.sync.app import create_app as create_sync_app
+from onefunnel.sync.settings import SyncSettings
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+S = TypeVar("S", bound=BaseSettings)
+SERVICES = ("ingest", "sync", "metrics")
+
+
+def load(settings_class: Callable[[], S]) -> S:
+    """Read one Settings class, or exit with one line naming the bad variable."""
+    try:
+        return settings_class()
+    except ValidationError as error:
+        first = error.errors()[0]
+        variable = "ONEFUNNEL_" + "_".join(str(part) for part in first["loc"]).upper()
+        typer.echo(f"onefunnel: invalid configuration: {variable}: {first['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+async def _serve(services: Sequence[str]) -> None:
+    bus_settings, topics, database = load(BusSettings), load(TopicSettings), load(DatabaseSettings)
+    ports = {"ingest": load(IngestSettings), "sync": load(SyncSettings), "metrics": load(MetricsSettings)}
+    async with AsyncExitStack() as stack:
+        bus = await stack.enter_async_context(open_bus(bus_settings, topics=topics.all))
+        engine = create_engine(database)
+        stack.push_async_callback(engine.dispose)
+        builders = {
+            "ingest": lambda: create_ingest_app(bus=bus),
+            "sync": lambda: create_sync_app(bus=bus, engine=engine),
+            "metrics": lambda: create_metrics_app(bus=bus, engine=engine),
+        }
+        endpoints = []
+        for name in services:
+            host, port = getattr(ports[name], f"{name}_host"), getattr(ports[name], f"{name}_port")
+            endpoints.append(serving.Endpoint(name, builders[name](), host, port))
+            typer.echo(
+                f"onefunnel {name:<8} http://{host}:{port}  (/healthz /readyz /metrics /docs)", err=True
+            )
+        typer.echo(
+            f"bus: {bus_settings.bus}; database: {engine.url.render_as_string(hide_password=True)}; "
+            "Ctrl-C stops.",
+            err=True,
+        )
+        await serving.serve(endpoints)
+
+
+def _start(services: Sequence[str]) -> None:
+    configure_logging(load(LogSettings))
+    try:
+        asyncio.run(_serve(services))
+    except serving.StartupFailed as error:
+        typer.echo(f"onefunnel: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def run() -> None:
+    """Start ingest, sync and metrics in one process."""
+    _start(SERVICES)
+
+
+@app.command()
+def ingest() -> None:
+    """Start the ingest service alone."""
+    _start(["ingest"])
+
+
+@app.command()
+def sync() -> None:
+    """Start the sync service alone."""
+    _start(["sync"])
+
+
+@app.command()
+def metrics() -> None:
+    """Start the metrics service alone."""
+    _start(["metrics"])
+
+
+@app.command("migrate")
+def migrate_command(
+    service: Annotated[
+        list[str] | None, typer.Option(help="Only this service's tables (repeatable).")
+    ] = None,
+) -> None:
+    """Upgrade the database to the newest schema of each service."""
+    database = load(DatabaseSettings)
+
+    async def upgrade() -> None:
+        engine = create_engine(database)
+        try:
+            for name in service or ["sync", "metrics"]:
+                await migrate(engine, service=name)
+                typer.echo(f"{name}: migrated to head", err=True)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(upgrade())
+
+
+@app.command()
+def schemas() -> None:
+    """Write the JSON Schema of every wire event into shared/schemas/ (commit the result)."""
+    for path in schema_files.write():
+        typer.echo(str(path))
+
+
+def main() -> None:
+    app(prog_name="onefunnel")
+
+
+if __name__ == "__main__":
+    main()

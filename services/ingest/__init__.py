@@ -1,0 +1,1 @@
+"""The ingest service: verified platform webhooks, normalized and durably published to the bus."""

@@ -1,0 +1,63 @@
+"""Serve one or several ASGI apps from one process, stopping them together."""
+
+import asyncio
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+
+class StartupFailed(Exception):
+    """A server could not start (port taken, application start-up failed)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    app: FastAPI
+    host: str
+    port: int
+
+
+class _Server(uvicorn.Server):
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # serve() below handles SIGINT/SIGTERM once for every server of the process
+
+
+async def serve(endpoints: Sequence[Endpoint]) -> None:
+    """Run every endpoint until SIGINT/SIGTERM or until one of them stops; raise if one failed."""
+    servers = [
+        _Server(
+            uvicorn.Config(e.app, host=e.host, port=e.port, log_config=None, access_log=False, lifespan="on")
+        )
+        for e in endpoints
+    ]
+
+    def stop_all() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_all)
+
+    async def run(server: _Server) -> None:
+        try:
+            await server.serve()
+        except SystemExit:
+            pass  # uvicorn exits when it cannot bind or start; reported below with the others
+        finally:
+            stop_all()  # one server down takes the process down, so a supervisor restarts it whole
+
+    try:
+        await asyncio.gather(*(run(s) for s in servers))
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    failed = [e.name for e, s in zip(endpoints, servers, strict=True) if not s.started]
+    if failed:
+        raise StartupFailed(f"could not start: {', '.join(failed)} (see the log above)")

@@ -1,0 +1,1 @@
+"""The shared schema and the small pieces every service uses."""

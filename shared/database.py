@@ -1,0 +1,90 @@
+"""The database engine and the per-service migrations.
+
+Each service owns its tables (prefixed with the service name) and its Alembic migrations, kept
+in `onefunnel/<service>/migrations` with a version table of its own, so services sharing one
+database never step on each other and each can be deployed alone.
+"""
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+from alembic import command
+from alembic.config import Config
+from onefunnel.shared.settings import DatabaseSettings
+from sqlalchemy import MetaData, event, make_url, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def create_engine(settings: DatabaseSettings) -> AsyncEngine:
+    """Create the async engine for `ONEFUNNEL_DATABASE_URL`; nothing connects until first use."""
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+async def database_ready(engine: AsyncEngine) -> bool:
+    """Readiness check: the database answers a trivial query."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+    return True
+
+
+def _alembic_config(connection: Connection, service: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", f"onefunnel.{service}:migrations")
+    config.attributes["connection"] = connection
+    config.attributes["version_table"] = f"alembic_version_{service}"
+    return config
+
+
+# Alembic keeps its context in module globals, so one process migrates one service at a time.
+_MIGRATING = asyncio.Lock()
+
+
+async def migrate(engine: AsyncEngine, *, service: str, revision: str = "head") -> None:
+    """Upgrade `service`'s tables to `revision`; replicas starting together take turns."""
+    async with _MIGRATING, engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"onefunnel:{service}"}
+            )
+        await connection.run_sync(lambda sync: command.upgrade(_alembic_config(sync, service), revision))
+
+
+def run_migrations(context: ModuleType, metadata: MetaData) -> None:
+    """Body of every service's migrations/env.py: migrate on the connection `migrate` passed in."""
+    attributes = context.config.attributes
+    context.configure(
+        connection=attributes["connection"],
+        target_metadata=metadata,
+        version_table=attributes["version_table"],
+        include_name=only_tables_of(metadata),
+        render_as_batch=True,  # SQLite alters tables by copying them
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def only_tables_of(metadata: MetaData) -> Callable[[str | None, str, object], bool]:
+    """Alembic `include_name` filter: compare only this service's tables, not its neighbours'."""
+
+    def include(name: str | None, type_: str, _parent: object) -> bool:
+        return type_ != "table" or name in metadata.tables
+
+    return include

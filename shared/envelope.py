@@ -1,0 +1,55 @@
+"""CloudEvents 1.0 in Kafka binary content mode: `ce_*` headers, the event as a JSON body.
+
+See the CloudEvents Kafka protocol binding: attributes travel as `ce_<name>` headers, the
+content type as `content-type`, and the message key carries the partitioning key.
+"""
+
+from typing import Final
+
+from onefunnel.shared.bus import Message, OutgoingMessage
+from onefunnel.shared.events import Lead, LeadStageChanged, SourceEvent
+from pydantic import ValidationError
+
+Event = SourceEvent | LeadStageChanged | Lead
+
+EVENT_TYPES: Final[dict[type[Event], str]] = {
+    SourceEvent: "io.onefunnel.source.event_received.v1",
+    LeadStageChanged: "io.onefunnel.lead.stage_changed.v1",
+    Lead: "io.onefunnel.lead.updated.v1",
+}
+_MODELS: Final[dict[str, type[Event]]] = {name: model for model, name in EVENT_TYPES.items()}
+
+
+class EnvelopeError(ValueError):
+    """A message that is not a CloudEvent we understand; it belongs on the dead-letter topic."""
+
+
+def encode(event: Event, *, source: str) -> OutgoingMessage:
+    """Wrap an event for the bus; `source` is the CloudEvents source, e.g. `/onefunnel/ingest`."""
+    time = event.updated_at if isinstance(event, Lead) else event.occurred_at
+    headers = (
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(event.id).encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", EVENT_TYPES[type(event)].encode()),
+        ("ce_time", time.isoformat().replace("+00:00", "Z").encode()),
+        ("ce_subject", event.key.encode()),
+        ("content-type", b"application/json"),
+    )
+    return OutgoingMessage(key=event.key.encode(), value=event.model_dump_json().encode(), headers=headers)
+
+
+def decode(message: Message) -> Event:
+    """Read a CloudEvent back into its model, or raise EnvelopeError saying why not."""
+    if message.header("ce_specversion") != b"1.0":
+        raise EnvelopeError("not a CloudEvents 1.0 message (ce_specversion missing or not 1.0)")
+    event_type = (message.header("ce_type") or b"").decode(errors="replace")
+    model = _MODELS.get(event_type)
+    if model is None:
+        raise EnvelopeError(f"unknown event type {event_type!r}")
+    try:
+        return model.model_validate_json(message.value)
+    except ValidationError as error:
+        raise EnvelopeError(
+            f"{event_type} body does not match the schema: {error.error_count()} errors"
+        ) from error

@@ -11,8 +11,9 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
 
-from onefunnel.shared.stages import Stage
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from onefunnel.shared.stages import Stage
 
 SCHEMA_VERSION = 1
 
@@ -79,6 +80,14 @@ class Changes(_Wire):
     lead_source: str | None = Field(default=None, description="Original source of the lead.")
 
 
+class RecordLink(_Wire):
+    """One platform record that is this lead."""
+
+    system: SourceSystem
+    object_type: ObjectType
+    record_id: str = Field(min_length=1)
+
+
 class SourceEvent(_Wire):
     """What a platform told us about one record, normalized. Published by ingest."""
 
@@ -100,6 +109,11 @@ class SourceEvent(_Wire):
     changes: Changes = Field(default_factory=Changes)
     merged_object_ids: list[str] = Field(
         default_factory=list, description="For a merge: the record ids folded into `object_id`."
+    )
+    related: list[RecordLink] = Field(
+        default_factory=list,
+        description="Other records of the same person in the same system, e.g. the contact and "
+        "opportunity a converted Salesforce lead became.",
     )
     change_source: str | None = Field(
         default=None,
@@ -149,14 +163,6 @@ class LeadStageChanged(_Wire):
     @property
     def key(self) -> str:
         return str(self.lead_id)
-
-
-class RecordLink(_Wire):
-    """One platform record that is this lead."""
-
-    system: SourceSystem
-    object_type: ObjectType
-    record_id: str = Field(min_length=1)
 
 
 class Lead(_Wire):

@@ -6,6 +6,9 @@ from contextlib import AsyncExitStack
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
 from onefunnel import serving
 from onefunnel.ingest.app import create_app as create_ingest_app
 from onefunnel.ingest.settings import IngestSettings
@@ -14,12 +17,18 @@ from onefunnel.metrics.settings import MetricsSettings
 from onefunnel.shared import schema_files
 from onefunnel.shared.bus import open_bus
 from onefunnel.shared.database import create_engine, migrate
+from onefunnel.shared.funnel import Funnel, load_funnel
 from onefunnel.shared.logs import configure_logging
-from onefunnel.shared.settings import BusSettings, DatabaseSettings, LogSettings, TopicSettings
+from onefunnel.shared.settings import (
+    BusSettings,
+    DatabaseSettings,
+    FunnelSettings,
+    LogSettings,
+    TopicSettings,
+)
+from onefunnel.shared.stage_mapping import FunnelDefinitionError
 from onefunnel.sync.app import create_app as create_sync_app
 from onefunnel.sync.settings import SyncSettings
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 S = TypeVar("S", bound=BaseSettings)
@@ -37,15 +46,28 @@ def load(settings_class: Callable[[], S]) -> S:
         raise typer.Exit(2) from None
 
 
+def load_funnel_definition(settings: FunnelSettings) -> Funnel:
+    """Read and validate the funnel definition, or exit with one line saying what is wrong."""
+    try:
+        return load_funnel(settings.funnel_file) if settings.funnel_file else load_funnel()
+    except FunnelDefinitionError as error:
+        typer.echo(f"onefunnel: invalid funnel definition (ONEFUNNEL_FUNNEL_FILE): {error}", err=True)
+        raise typer.Exit(2) from None
+
+
 async def _serve(services: Sequence[str]) -> None:
     bus_settings, topics, database = load(BusSettings), load(TopicSettings), load(DatabaseSettings)
-    ports = {"ingest": load(IngestSettings), "sync": load(SyncSettings), "metrics": load(MetricsSettings)}
+    ingest_settings = load(IngestSettings)
+    ports = {"ingest": ingest_settings, "sync": load(SyncSettings), "metrics": load(MetricsSettings)}
+    funnel = load_funnel_definition(load(FunnelSettings))
     async with AsyncExitStack() as stack:
         bus = await stack.enter_async_context(open_bus(bus_settings, topics=topics.all))
         engine = create_engine(database)
         stack.push_async_callback(engine.dispose)
         builders = {
-            "ingest": lambda: create_ingest_app(bus=bus),
+            "ingest": lambda: create_ingest_app(
+                bus=bus, settings=ingest_settings, topics=topics, mapping=funnel.stage_mapping
+            ),
             "sync": lambda: create_sync_app(bus=bus, engine=engine),
             "metrics": lambda: create_metrics_app(bus=bus, engine=engine),
         }

@@ -12,10 +12,11 @@ from types import ModuleType
 
 from alembic import command
 from alembic.config import Config
-from onefunnel.shared.settings import DatabaseSettings
 from sqlalchemy import MetaData, event, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from onefunnel.shared.settings import DatabaseSettings
 
 
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:

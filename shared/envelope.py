@@ -6,9 +6,10 @@ content type as `content-type`, and the message key carries the partitioning key
 
 from typing import Final
 
+from pydantic import ValidationError
+
 from onefunnel.shared.bus import Message, OutgoingMessage
 from onefunnel.shared.events import Lead, LeadStageChanged, SourceEvent
-from pydantic import ValidationError
 
 Event = SourceEvent | LeadStageChanged | Lead
 

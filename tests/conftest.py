@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,12 +52,9 @@ class KafkaBroker:
         _run_script(str(REPO / "deploy/kafka/kafka.sh"), "start", str(self.directory), str(self.port))
 
 
-@pytest.fixture(scope="session")
-def kafka() -> Iterator[KafkaBroker]:
-    existing = os.environ.get("ONEFUNNEL_TEST_KAFKA_BOOTSTRAP_SERVERS")
-    if existing:
-        yield KafkaBroker(bootstrap_servers=existing, directory=None, port=0)
-        return
+@contextmanager
+def own_kafka_broker() -> Iterator[KafkaBroker]:
+    """Start a broker of our own in a temporary directory; stop it and delete its data after."""
     directory = Path(tempfile.mkdtemp(prefix="onefunnel-kafka-"))
     port = free_port()
     broker = KafkaBroker(bootstrap_servers=f"127.0.0.1:{port}", directory=directory, port=port)
@@ -66,6 +64,16 @@ def kafka() -> Iterator[KafkaBroker]:
     finally:
         broker.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaBroker]:
+    existing = os.environ.get("ONEFUNNEL_TEST_KAFKA_BOOTSTRAP_SERVERS")
+    if existing:
+        yield KafkaBroker(bootstrap_servers=existing, directory=None, port=0)
+        return
+    with own_kafka_broker() as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")

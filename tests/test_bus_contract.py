@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
+
 from onefunnel.shared.bus import Bus, BusError, BusUnavailable, Message, OutgoingMessage, open_bus
 from onefunnel.shared.bus.kafka import KafkaBus
 from onefunnel.shared.settings import BusKind, BusSettings
-
 from tests.conftest import KafkaBroker, free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -5,12 +5,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import MetaData, inspect
+from sqlalchemy.engine import Connection
+
 from onefunnel.metrics.tables import metadata as metrics_metadata
 from onefunnel.shared.database import create_engine, migrate, only_tables_of
 from onefunnel.shared.settings import DatabaseSettings
 from onefunnel.sync.tables import metadata as sync_metadata
-from sqlalchemy import MetaData, inspect
-from sqlalchemy.engine import Connection
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

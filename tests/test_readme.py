@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+from pydantic_settings import BaseSettings
+
 from onefunnel.ingest.settings import IngestSettings
 from onefunnel.metrics.settings import MetricsSettings
 from onefunnel.shared.settings import (
@@ -13,7 +15,6 @@ from onefunnel.shared.settings import (
     TopicSettings,
 )
 from onefunnel.sync.settings import SyncSettings
-from pydantic_settings import BaseSettings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 SETTINGS: list[type[BaseSettings]] = [
@@ -37,7 +38,7 @@ def _in_code() -> dict[str, str]:
     for settings in SETTINGS:
         for name, field in settings.model_fields.items():
             default = getattr(field.default, "value", field.default)
-            variables[f"ONEFUNNEL_{name.upper()}"] = str(default)
+            variables[f"ONEFUNNEL_{name.upper()}"] = "unset" if default in (None, []) else str(default)
     return variables
 
 

@@ -7,11 +7,12 @@ from uuid import uuid4
 
 import jsonschema
 import pytest
+from pydantic import ValidationError
+
 from onefunnel.shared import envelope, schema_files
 from onefunnel.shared.bus import Message
 from onefunnel.shared.events import Lead, LeadStageChanged, SourceEvent
 from onefunnel.shared.stages import FUNNEL, Stage
-from pydantic import ValidationError
 
 EXAMPLES = Path(schema_files.SCHEMA_DIR) / "examples"
 MODELS: dict[str, type[SourceEvent | LeadStageChanged | Lead]] = {

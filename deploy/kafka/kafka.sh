@@ -14,12 +14,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 libs=${ONEFUNNEL_KAFKA_LIBS:-$HOME/.cache/onefunnel/kafka-libs}
 
 resolve_jars() {
-  if [ -f "$libs/.complete" ] && [ "$libs/.complete" -nt "$here/pom.xml" ]; then return; fi
+  # The cache is keyed by the pom's content, so a fresh clone reuses it and a version bump refreshes it.
+  local want; want=$(sha256sum "$here/pom.xml" | cut -d' ' -f1)
+  if [ "$(cat "$libs/.complete" 2>/dev/null)" = "$want" ]; then return; fi
   echo "kafka.sh: resolving Apache Kafka jars from Maven Central into $libs" >&2
   rm -rf "$libs"
   mvn -B -ntp -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" \
     | grep -E "Copying|BUILD|ERROR" >&2
-  touch "$libs/.complete"
+  echo "$want" >"$libs/.complete"
 }
 
 wait_for_port() {  # $1 port, $2 pid, $3 log

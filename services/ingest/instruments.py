@@ -1,5 +1,53 @@
-"""The ingest service's Prometheus metrics, on a registry of its own (served at its /metrics)."""
+"""The ingest service's Prometheus metrics, on a registry of its own (served at its /metrics).
 
-from prometheus_client import CollectorRegistry
+Labels are bounded: `source` is one of the platforms, `outcome` and `event_type` are enums.
+"""
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from onefunnel.shared.events import SourceEventType, SourceSystem
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+OUTCOMES = ("accepted", "duplicate", "ignored", "unauthorized", "invalid", "unavailable", "disabled")
+
+WEBHOOKS_RECEIVED = Counter(
+    "onefunnel_webhooks_received_total",
+    "Webhook deliveries received, by source and what became of them.",
+    ["source", "outcome"],
+    registry=REGISTRY,
+)
+EVENTS_PUBLISHED = Counter(
+    "onefunnel_events_published_total",
+    "Source events published to the bus and acknowledged by it.",
+    ["source", "event_type"],
+    registry=REGISTRY,
+)
+EVENTS_IGNORED = Counter(
+    "onefunnel_webhook_events_ignored_total",
+    "Events inside accepted deliveries that onefunnel does not use (acknowledged, not published).",
+    ["source"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "onefunnel_dead_letters_total",
+    "Deliveries or messages parked on the dead-letter topic.",
+    ["service", "reason"],
+    registry=REGISTRY,
+)
+PUBLISH_SECONDS = Histogram(
+    "onefunnel_publish_duration_seconds",
+    "Time from publishing a delivery's events to the bus acknowledging them.",
+    ["source"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
+)
+
+for _source in SourceSystem:
+    for _outcome in OUTCOMES:
+        WEBHOOKS_RECEIVED.labels(_source, _outcome)
+    for _type in SourceEventType:
+        EVENTS_PUBLISHED.labels(_source, _type)
+    EVENTS_IGNORED.labels(_source)
+    PUBLISH_SECONDS.labels(_source)
+DEAD_LETTERS.labels("ingest", "invalid_payload")

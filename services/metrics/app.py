@@ -2,11 +2,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from onefunnel.metrics.instruments import REGISTRY
 from onefunnel.shared.bus import Bus
 from onefunnel.shared.database import database_ready, migrate
 from onefunnel.shared.ops import ops_router
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 def create_app(*, bus: Bus, engine: AsyncEngine) -> FastAPI:

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+
 from onefunnel.shared.bus.base import BusError, BusUnavailable, Message, OutgoingMessage
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
 from alembic import context
+
 from onefunnel.metrics.tables import metadata
 from onefunnel.shared.database import run_migrations
 

@@ -1,4 +1,5 @@
 from alembic import context
+
 from onefunnel.shared.database import run_migrations
 from onefunnel.sync.tables import metadata
 

@@ -1,0 +1,1 @@
+"""One module per platform: how it signs its webhooks and what its payloads mean."""

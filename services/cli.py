@@ -20,6 +20,7 @@ from onefunnel.shared.database import create_engine, migrate
 from onefunnel.shared.funnel import Funnel, load_funnel
 from onefunnel.shared.logs import configure_logging
 from onefunnel.shared.settings import (
+    ApiSettings,
     BusSettings,
     DatabaseSettings,
     FunnelSettings,
@@ -28,6 +29,7 @@ from onefunnel.shared.settings import (
 )
 from onefunnel.shared.stage_mapping import FunnelDefinitionError
 from onefunnel.sync.app import create_app as create_sync_app
+from onefunnel.sync.clients import open_clients
 from onefunnel.sync.settings import SyncSettings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
@@ -57,26 +59,37 @@ def load_funnel_definition(settings: FunnelSettings) -> Funnel:
 
 async def _serve(services: Sequence[str]) -> None:
     bus_settings, topics, database = load(BusSettings), load(TopicSettings), load(DatabaseSettings)
-    ingest_settings = load(IngestSettings)
-    ports = {"ingest": ingest_settings, "sync": load(SyncSettings), "metrics": load(MetricsSettings)}
+    ingest, sync, metrics = load(IngestSettings), load(SyncSettings), load(MetricsSettings)
+    api_tokens = [token.get_secret_value() for token in load(ApiSettings).api_tokens]
     funnel = load_funnel_definition(load(FunnelSettings))
     async with AsyncExitStack() as stack:
         bus = await stack.enter_async_context(open_bus(bus_settings, topics=topics.all))
         engine = create_engine(database)
         stack.push_async_callback(engine.dispose)
-        builders = {
-            "ingest": lambda: create_ingest_app(
-                bus=bus, settings=ingest_settings, topics=topics, mapping=funnel.stage_mapping
-            ),
-            "sync": lambda: create_sync_app(bus=bus, engine=engine),
-            "metrics": lambda: create_metrics_app(bus=bus, engine=engine),
-        }
         endpoints = []
-        for name in services:
-            host, port = getattr(ports[name], f"{name}_host"), getattr(ports[name], f"{name}_port")
-            endpoints.append(serving.Endpoint(name, builders[name](), host, port))
+        if "ingest" in services:
+            app = create_ingest_app(bus=bus, settings=ingest, topics=topics, mapping=funnel.stage_mapping)
+            endpoints.append(serving.Endpoint("ingest", app, ingest.ingest_host, ingest.ingest_port))
+        if "sync" in services:
+            clients = await stack.enter_async_context(open_clients(sync))
+            app = create_sync_app(
+                bus=bus,
+                engine=engine,
+                topics=topics,
+                funnel=funnel,
+                clients=clients,
+                consumer_group=sync.sync_consumer_group,
+                api_tokens=api_tokens,
+            )
+            endpoints.append(serving.Endpoint("sync", app, sync.sync_host, sync.sync_port))
+        if "metrics" in services:
+            app = create_metrics_app(bus=bus, engine=engine)
+            endpoints.append(serving.Endpoint("metrics", app, metrics.metrics_host, metrics.metrics_port))
+        for endpoint in endpoints:
             typer.echo(
-                f"onefunnel {name:<8} http://{host}:{port}  (/healthz /readyz /metrics /docs)", err=True
+                f"onefunnel {endpoint.name:<8} http://{endpoint.host}:{endpoint.port}  "
+                "(/healthz /readyz /metrics /docs)",
+                err=True,
             )
         typer.echo(
             f"bus: {bus_settings.bus}; database: {engine.url.render_as_string(hide_password=True)}; "

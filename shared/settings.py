@@ -6,11 +6,19 @@ and passes them down. Nothing reads the environment anywhere else.
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _CONFIG = SettingsConfigDict(env_prefix="ONEFUNNEL_", extra="ignore")
+
+
+def comma_separated(value: object) -> object:
+    """Read `a,b,c` from the environment as a list (secrets are rotated by listing two at once)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 class BusKind(StrEnum):
@@ -96,4 +104,12 @@ class FunnelSettings(BaseSettings):
 
     funnel_file: Path | None = Field(
         default=None, description="Funnel definition (YAML); the default ships in shared/funnel.yaml."
+    )
+
+
+class ApiSettings(BaseSettings):
+    model_config = _CONFIG
+
+    api_tokens: Annotated[list[SecretStr], NoDecode, BeforeValidator(comma_separated)] = Field(
+        default=[], description="Bearer tokens of the read-only APIs (BI, sync failures), comma separated."
     )

@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings
 from onefunnel.ingest.settings import IngestSettings
 from onefunnel.metrics.settings import MetricsSettings
 from onefunnel.shared.settings import (
+    ApiSettings,
     BusSettings,
     DatabaseSettings,
     FunnelSettings,
@@ -18,6 +19,7 @@ from onefunnel.sync.settings import SyncSettings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 SETTINGS: list[type[BaseSettings]] = [
+    ApiSettings,
     BusSettings,
     TopicSettings,
     DatabaseSettings,

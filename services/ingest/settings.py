@@ -4,17 +4,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
-def _comma_separated(value: object) -> object:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
+from onefunnel.shared.settings import comma_separated
 
 # Several values at once, so a secret can be rotated without downtime: add the new one, switch the
 # platform over, remove the old one.
-Secrets = Annotated[list[SecretStr], NoDecode, BeforeValidator(_comma_separated)]
-Values = Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)]
+Secrets = Annotated[list[SecretStr], NoDecode, BeforeValidator(comma_separated)]
+Values = Annotated[list[str], NoDecode, BeforeValidator(comma_separated)]
 
 
 class IngestSettings(BaseSettings):

@@ -1,5 +1,80 @@
-"""The sync service's Prometheus metrics, on a registry of its own (served at its /metrics)."""
+"""The sync service's Prometheus metrics, on a registry of its own (served at its /metrics).
 
-from prometheus_client import CollectorRegistry
+Labels are bounded: `outcome`, `system`, `operation` and `status` take values from fixed sets.
+"""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from onefunnel.sync.reconcile import Outcome
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+OUTCOMES = [*(o.value for o in Outcome), "duplicate", "dead_letter"]
+SYSTEMS = ("hubspot", "salesforce")
+OPERATIONS = ("find", "create", "write_stage")
+
+EVENTS_PROCESSED = Counter(
+    "onefunnel_sync_events_total",
+    "Source events processed by sync, by what they did to their lead.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+API_CALLS = Counter(
+    "onefunnel_platform_api_calls_total",
+    "Write-back calls to the platforms, by result (ok, or the error class).",
+    ["system", "operation", "status"],
+    registry=REGISTRY,
+)
+API_RETRIES = Counter(
+    "onefunnel_platform_api_retries_total",
+    "Write-backs tried again later after a retriable failure.",
+    ["system"],
+    registry=REGISTRY,
+)
+WRITE_FAILURES = Counter(
+    "onefunnel_sync_write_failures_total",
+    "Write-backs that failed permanently (listed at GET /v1/sync/failures).",
+    ["system"],
+    registry=REGISTRY,
+)
+SYNC_LAG = Histogram(
+    "onefunnel_sync_lag_seconds",
+    "From the source's occurred_at to the confirmed write in the other system.",
+    ["system"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600),
+    registry=REGISTRY,
+)
+OUTBOX_BACKLOG = Gauge(
+    "onefunnel_outbox_backlog", "LeadStageChanged events committed but not yet published.", registry=REGISTRY
+)
+WRITES_PENDING = Gauge(
+    "onefunnel_sync_writes_pending",
+    "Write-backs waiting to be made, by system.",
+    ["system"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "onefunnel_consumer_lag_messages",
+    "Messages on the bus not yet processed by this consumer.",
+    ["service"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "onefunnel_dead_letters_total",
+    "Messages parked on the dead-letter topic.",
+    ["service", "reason"],
+    registry=REGISTRY,
+)
+
+for _outcome in OUTCOMES:
+    EVENTS_PROCESSED.labels(_outcome)
+for _system in SYSTEMS:
+    API_RETRIES.labels(_system)
+    WRITE_FAILURES.labels(_system)
+    WRITES_PENDING.labels(_system)
+    SYNC_LAG.labels(_system)
+    for _operation in OPERATIONS:
+        API_CALLS.labels(_system, _operation, "ok")
+CONSUMER_LAG.labels("sync")
+for _reason in ("undecodable", "unprocessable"):
+    DEAD_LETTERS.labels("sync", _reason)

@@ -426,7 +426,6 @@ def test_salesforce_rejects_a_malformed_callout(body: bytes, reason: str) -> Non
         _platform().normalize(_callout(body), MAPPING)
 
 
-
 def test_a_converted_lead_names_the_contact_and_opportunity_it_became() -> None:
     body = _callout_body(
         {

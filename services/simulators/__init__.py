@@ -1,0 +1,1 @@
+"""Stateful fakes of the SaaS platforms onefunnel talks to, for tests and the demo."""

@@ -1,0 +1,329 @@
+"""Handle one source event in one database transaction: load the lead, decide, persist the effects.
+
+Everything an event changes is written in the caller's transaction: the inbox row that makes a
+redelivery a no-op, the lead's new state (version-checked), its history entry, the audit row,
+the outbox rows that carry LeadStageChanged to the bus, the write-back jobs and the echoes they
+will cause. Either all of it commits or none of it does; the consumer commits the offset after.
+"""
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from onefunnel.shared.events import (
+    Attribution,
+    Cause,
+    LeadStageChanged,
+    ObjectType,
+    RecordLink,
+    SourceEvent,
+    SourceEventType,
+    SourceSystem,
+)
+from onefunnel.shared.funnel import Funnel
+from onefunnel.shared.stages import Stage
+from onefunnel.sync import identity
+from onefunnel.sync.reconcile import Decision, LeadState, LinkState, Outcome, StageEvent, decide
+from onefunnel.sync.tables import (
+    AuditRow,
+    ExpectedEchoRow,
+    InboxRow,
+    LeadLinkRow,
+    LeadRow,
+    OutboxRow,
+    ParkedEventRow,
+    StageEventRow,
+    WriteRow,
+)
+
+ECHO_WINDOW = timedelta(days=1)  # an expected echo older than this is forgotten
+_TRANSITION_NAMESPACE = uuid.UUID("0e5c2b1a-9f7d-4c3e-8a61-5d4b3c2a1f0e")
+
+
+class Conflict(Exception):
+    """Another transaction changed the same lead first; handle the event again."""
+
+
+@dataclass(frozen=True)
+class Handled:
+    outcome: str  # an Outcome, or "duplicate"
+    lead_id: uuid.UUID | None = None
+    decision: Decision | None = None
+
+
+async def handle(
+    session: AsyncSession,
+    event: SourceEvent,
+    *,
+    funnel: Funnel,
+    writable: Mapping[SourceSystem, ObjectType],
+    now: datetime,
+) -> Handled:
+    """Apply `event` inside the caller's transaction."""
+    inbox = await session.get(InboxRow, (event.source.value, event.idempotency_key))
+    if inbox is not None:
+        return Handled("duplicate", lead_id=None)
+    session.add(
+        InboxRow(
+            source=event.source, idempotency_key=event.idempotency_key, event_id=event.id, processed_at=now
+        )
+    )
+
+    if event.event_type is SourceEventType.DELETED:
+        lead_id = await identity.unlink(session, event, now=now)
+        return Handled(Outcome.NO_OP, lead_id=lead_id)
+    found = await identity.find(session, event)
+    if found is None and event.object_type in identity.SECONDARY:
+        await _park(session, event, now=now)
+        return Handled("parked")
+    lead, linked = await identity.resolve(session, event, found=found, now=now)
+    if event.event_type is SourceEventType.MERGED:
+        await identity.merge(session, event, into=lead, now=now)
+    version = lead.version
+    identity.update_attributes(session, lead, event)
+
+    state = await _load_state(session, lead, now=now)
+    before = lead.stage
+    decision = decide(state, event, funnel, writable=writable)
+
+    if decision.echo is not None:
+        await _consume_echo(session, lead.id, decision.echo)
+    if event.changes.stage_raw is not None:
+        await session.execute(
+            update(LeadLinkRow)
+            .where(col(LeadLinkRow.system) == event.source, col(LeadLinkRow.record_id) == event.object_id)
+            .values(stage_raw=event.changes.stage_raw)
+        )
+    if decision.recorded is not None:
+        session.add(_history_row(lead.id, decision.recorded))
+    if decision.outcome is Outcome.APPLIED:
+        lead.stage = decision.stage
+        _publish_moves(session, lead, event, decision, now=now)
+        await _supersede_older_writes(session, lead.id, decision)
+        _enqueue_writes(session, lead.id, event, decision, now=now)
+    session.add(
+        AuditRow(
+            lead_id=lead.id,
+            event_id=event.id,
+            source=event.source,
+            record_id=event.object_id,
+            outcome=decision.outcome,
+            from_stage=before,
+            to_stage=decision.stage if decision.outcome is Outcome.APPLIED else None,
+            reason=decision.reason,
+            occurred_at=event.occurred_at,
+            recorded_at=now,
+        )
+    )
+    await _save_versioned(session, lead, expected_version=version, now=now)
+    for record in linked:  # events that waited for this record can be placed now
+        await _unpark(session, record, funnel=funnel, writable=writable, now=now)
+    return Handled(decision.outcome, lead_id=lead.id, decision=decision)
+
+
+async def _park(session: AsyncSession, event: SourceEvent, *, now: datetime) -> None:
+    """Keep the event (not its inbox row: it is handled when it leaves the car park)."""
+    exists = await session.scalar(
+        select(col(ParkedEventRow.id)).where(col(ParkedEventRow.event_id) == event.id)
+    )
+    if exists is None:
+        session.add(
+            ParkedEventRow(
+                system=event.source,
+                record_id=event.object_id,
+                event_id=event.id,
+                payload=event.model_dump_json(),
+                parked_at=now,
+            )
+        )
+    inbox = await session.get(InboxRow, (event.source.value, event.idempotency_key))
+    if inbox is not None:
+        await session.delete(inbox)
+
+
+async def _unpark(
+    session: AsyncSession,
+    record: RecordLink,
+    *,
+    funnel: Funnel,
+    writable: Mapping[SourceSystem, ObjectType],
+    now: datetime,
+) -> None:
+    parked = (
+        await session.scalars(
+            select(ParkedEventRow)
+            .where(
+                col(ParkedEventRow.system) == record.system, col(ParkedEventRow.record_id) == record.record_id
+            )
+            .order_by(col(ParkedEventRow.id))
+        )
+    ).all()
+    for row in parked:
+        await session.delete(row)
+        await session.flush()
+        await handle(
+            session, SourceEvent.model_validate_json(row.payload), funnel=funnel, writable=writable, now=now
+        )
+
+
+async def _load_state(session: AsyncSession, lead: LeadRow, *, now: datetime) -> LeadState:
+    history = (
+        await session.scalars(select(StageEventRow).where(col(StageEventRow.lead_id) == lead.id))
+    ).all()
+    links = (await session.scalars(select(LeadLinkRow).where(col(LeadLinkRow.lead_id) == lead.id))).all()
+    echoes = (
+        await session.scalars(
+            select(ExpectedEchoRow).where(
+                col(ExpectedEchoRow.lead_id) == lead.id, col(ExpectedEchoRow.created_at) >= now - ECHO_WINDOW
+            )
+        )
+    ).all()
+    known = {name for name in ("email", "owner_id", "campaign", "lead_source") if getattr(lead, name)}
+    return LeadState(
+        history=[
+            StageEvent(
+                event_id=row.event_id,
+                system=SourceSystem(row.system),
+                stage=Stage(row.stage) if row.stage else None,
+                raw=row.raw,
+                score=row.score,
+                occurred_at=identity.as_utc(row.occurred_at),
+            )
+            for row in history
+        ],
+        known_fields=frozenset(known),
+        links=[
+            LinkState(SourceSystem(k.system), ObjectType(k.object_type), k.record_id, k.stage_raw)
+            for k in links
+        ],
+        expected_echoes=[(SourceSystem(e.system), e.value) for e in echoes],
+    )
+
+
+def _history_row(lead_id: uuid.UUID, entry: StageEvent) -> StageEventRow:
+    return StageEventRow(
+        lead_id=lead_id,
+        event_id=entry.event_id,
+        system=entry.system,
+        stage=entry.stage,
+        raw=entry.raw,
+        score=entry.score,
+        occurred_at=entry.occurred_at,
+    )
+
+
+async def _consume_echo(session: AsyncSession, lead_id: uuid.UUID, echo: tuple[SourceSystem, str]) -> None:
+    system, value = echo
+    oldest = await session.scalar(
+        select(col(ExpectedEchoRow.id))
+        .where(
+            col(ExpectedEchoRow.lead_id) == lead_id,
+            col(ExpectedEchoRow.system) == system,
+            col(ExpectedEchoRow.value) == value,
+        )
+        .order_by(col(ExpectedEchoRow.id))
+        .limit(1)
+    )
+    if oldest is not None:
+        await session.execute(delete(ExpectedEchoRow).where(col(ExpectedEchoRow.id) == oldest))
+
+
+def _publish_moves(
+    session: AsyncSession, lead: LeadRow, event: SourceEvent, decision: Decision, *, now: datetime
+) -> None:
+    for move in decision.moves:
+        transition = LeadStageChanged(
+            # Derived, not random: handling the same event again yields the same transition id.
+            id=uuid.uuid5(
+                _TRANSITION_NAMESPACE, f"{lead.id}:{move.event_id}:{move.from_stage}:{move.to_stage}"
+            ),
+            lead_id=lead.id,
+            from_stage=move.from_stage,
+            to_stage=move.to_stage,
+            occurred_at=move.occurred_at,
+            recorded_at=now,
+            cause=Cause(
+                system=move.system,
+                source_event_id=move.event_id,
+                event_type=event.event_type,
+                reason=move.reason,
+            ),
+            attribution=Attribution(
+                campaign=lead.campaign,
+                lead_source=lead.lead_source,
+                origin_system=SourceSystem(lead.origin_system) if lead.origin_system else None,
+            ),
+            owner_id=lead.owner_id,
+        )
+        session.add(
+            OutboxRow(
+                event_id=transition.id,
+                message_key=transition.key,
+                payload=transition.model_dump_json(),
+                created_at=now,
+            )
+        )
+
+
+def _enqueue_writes(
+    session: AsyncSession, lead_id: uuid.UUID, event: SourceEvent, decision: Decision, *, now: datetime
+) -> None:
+    for write in decision.writes:
+        session.add(
+            WriteRow(
+                lead_id=lead_id,
+                system=write.system,
+                stage=write.stage,
+                value=write.value,
+                backward=write.backward,
+                create=write.create,
+                status="pending",
+                next_attempt_at=now,
+                cause_event_id=event.id,
+                occurred_at=event.occurred_at,
+                created_at=now,
+            )
+        )
+        session.add(ExpectedEchoRow(lead_id=lead_id, system=write.system, value=write.value, created_at=now))
+
+
+async def _supersede_older_writes(session: AsyncSession, lead_id: uuid.UUID, decision: Decision) -> None:
+    """Only the newest stage matters: an older pending write to the same system must not land after it."""
+    for write in decision.writes:
+        await session.execute(
+            update(WriteRow)
+            .where(
+                col(WriteRow.lead_id) == lead_id,
+                col(WriteRow.system) == write.system,
+                col(WriteRow.status) == "pending",
+            )
+            .values(status="superseded")
+        )
+
+
+async def _save_versioned(
+    session: AsyncSession, lead: LeadRow, *, expected_version: int, now: datetime
+) -> None:
+    result = await session.execute(
+        update(LeadRow)
+        .where(col(LeadRow.id) == lead.id, col(LeadRow.version) == expected_version)
+        .values(
+            stage=lead.stage,
+            email=lead.email,
+            score=lead.score,
+            owner_id=lead.owner_id,
+            campaign=lead.campaign,
+            lead_source=lead.lead_source,
+            version=expected_version + 1,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"lead {lead.id} changed concurrently")
+    lead.version = expected_version + 1

@@ -1,0 +1,167 @@
+"""Which canonical lead an event is about: by record link, else by email; merges and deletions.
+
+A platform record belongs to exactly one lead (the link table's key is system + record id). An
+event is matched by its own record's link, then by the links of the related records it names
+(a converted lead's opportunity), then by normalized email; otherwise it starts a new lead.
+"""
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from onefunnel.shared.events import ObjectType, RecordLink, SourceEvent
+from onefunnel.sync.tables import LeadLinkRow, LeadRow, StageEventRow, WriteRow
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Times read back from SQLite come without their zone; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def normalized_email(email: str | None) -> str | None:
+    return email.strip().casefold() if email and email.strip() else None
+
+
+def _records(event: SourceEvent) -> list[RecordLink]:
+    own = RecordLink(system=event.source, object_type=event.object_type, record_id=event.object_id)
+    return [own, *event.related]
+
+
+async def _linked_lead(session: AsyncSession, records: list[RecordLink]) -> LeadRow | None:
+    for record in records:
+        link = await session.get(LeadLinkRow, (record.system.value, record.record_id))
+        if link is not None:
+            lead = await session.get(LeadRow, link.lead_id)
+            while lead is not None and lead.merged_into is not None:
+                lead = await session.get(LeadRow, lead.merged_into)
+            if lead is not None:
+                return lead
+    return None
+
+
+# Records that are not a person of their own: an event about one is matched through its link only.
+SECONDARY = frozenset({ObjectType.OPPORTUNITY, ObjectType.DEAL})
+
+
+async def find(session: AsyncSession, event: SourceEvent) -> LeadRow | None:
+    """The event's lead by record links, then by email; None if it has none yet."""
+    lead = await _linked_lead(session, _records(event))
+    email = normalized_email(event.changes.email)
+    if lead is None and email is not None:
+        lead = await session.scalar(
+            select(LeadRow).where(col(LeadRow.email) == email, col(LeadRow.merged_into).is_(None))
+        )
+    return lead
+
+
+async def resolve(
+    session: AsyncSession, event: SourceEvent, *, found: LeadRow | None, now: datetime
+) -> tuple[LeadRow, list[RecordLink]]:
+    """Start the event's lead if `found` is None; link every record the event names to it.
+
+    Returns the lead and the records linked to it just now. A record that was another lead's
+    (a converted lead's opportunity that arrived first) brings that lead along: it is merged in.
+    """
+    lead = found
+    if lead is None:
+        lead = LeadRow(id=uuid.uuid4(), origin_system=event.source, created_at=now, updated_at=now)
+        session.add(lead)
+        await session.flush()
+    linked = await _attach(session, _records(event), to=lead, now=now)
+    return lead, linked
+
+
+async def _attach(
+    session: AsyncSession, records: list[RecordLink], *, to: LeadRow, now: datetime
+) -> list[RecordLink]:
+    """Link `records` to a lead; a record of another lead brings that lead along (it is folded in)."""
+    linked = []
+    for record in records:
+        link = await session.get(LeadLinkRow, (record.system.value, record.record_id))
+        if link is None:
+            session.add(
+                LeadLinkRow(
+                    system=record.system,
+                    record_id=record.record_id,
+                    object_type=record.object_type,
+                    lead_id=to.id,
+                )
+            )
+            linked.append(record)
+        elif link.lead_id != to.id:
+            other = await session.get(LeadRow, link.lead_id)
+            if other is not None:
+                await _fold_into(session, other, into=to, now=now)
+    await session.flush()
+    return linked
+
+
+def update_attributes(session: AsyncSession, lead: LeadRow, event: SourceEvent) -> None:
+    """Keep the latest reported attributes; an email already used by another lead is not taken."""
+    changes = event.changes
+    if changes.score is not None:
+        lead.score = changes.score
+    for name in ("owner_id", "campaign", "lead_source"):
+        if getattr(changes, name):
+            setattr(lead, name, getattr(changes, name))
+    email = normalized_email(changes.email)
+    if email is not None and lead.email is None:
+        lead.email = email  # the unique index refuses a duplicate: the handler retries and then matches by it
+
+
+async def merge(session: AsyncSession, event: SourceEvent, *, into: LeadRow, now: datetime) -> None:
+    """Fold the leads of the merged records into `into`, keeping every history entry and link."""
+    losers = [
+        RecordLink(system=event.source, object_type=event.object_type, record_id=r)
+        for r in event.merged_object_ids
+    ]
+    await _attach(session, losers, to=into, now=now)
+
+
+async def _fold_into(session: AsyncSession, lead: LeadRow, *, into: LeadRow, now: datetime) -> None:
+    """Move a lead's records and history into another; the emptied lead points at it from now on."""
+    await session.execute(
+        update(LeadLinkRow).where(col(LeadLinkRow.lead_id) == lead.id).values(lead_id=into.id)
+    )
+    await session.execute(
+        update(StageEventRow).where(col(StageEventRow.lead_id) == lead.id).values(lead_id=into.id)
+    )
+    await session.execute(
+        update(WriteRow)
+        .where(col(WriteRow.lead_id) == lead.id, col(WriteRow.status) == "pending")
+        .values(status="superseded")
+    )
+    email = lead.email
+    lead.email = None
+    lead.merged_into = into.id
+    lead.updated_at = now
+    await session.flush()  # frees the email before `into` takes it
+    into.email = into.email or email
+
+
+async def unlink(session: AsyncSession, event: SourceEvent, *, now: datetime) -> uuid.UUID | None:
+    """A deleted record leaves its lead; a lead left with no record has its personal data purged.
+
+    The lead's id, stage and history stay: they are anonymous, and the funnel's past counts need them.
+    """
+    link = await session.get(LeadLinkRow, (event.source.value, event.object_id))
+    if link is None:
+        return None
+    lead_id = link.lead_id
+    await session.delete(link)
+    await session.flush()
+    remaining = await session.scalar(
+        select(col(LeadLinkRow.record_id)).where(col(LeadLinkRow.lead_id) == lead_id).limit(1)
+    )
+    if remaining is None:
+        await session.execute(
+            update(LeadRow)
+            .where(col(LeadRow.id) == lead_id)
+            .values(
+                email=None, owner_id=None, deleted_at=now, updated_at=now, version=col(LeadRow.version) + 1
+            )
+        )
+    return lead_id

@@ -1,0 +1,236 @@
+"""HubSpot contacts through the CRM v3 objects API: sync's `PlatformClient` for HubSpot.
+
+Docs: https://developers.hubspot.com/docs/api/crm/contacts (create, update), .../api/crm/search (find by
+email), .../api/crm/properties (readiness), .../api/usage-details (limits, the 429 body) and
+.../faq/api-error-responses (`status`, `message`, `correlationId`, `category`).
+
+- Auth: a private app access token, `Authorization: Bearer <token>`. Private app tokens do not expire, so
+  there is nothing to refresh; a 401 is permanent until an operator rotates the token. (An OAuth access
+  token expires after `expires_in` and would need the refresh flow, which this client does not do.)
+- `find_by_email` searches with an email EQ filter. The search index trails writes by seconds, so a contact
+  created moments ago may not be found yet; `create` covers that case.
+- `create` answers HubSpot's 409 CONFLICT ("Contact already exists. Existing ID: <id>") with that id, so a
+  create retried after a lost answer, or racing the search index, is idempotent. The existing contact keeps
+  its own stage: sync reads it and decides what to write.
+- `write_stage`: `lifecyclestage` only moves forward, and HubSpot answers 200 to an earlier value while
+  leaving the stage unchanged. A backward move is therefore "" in one request, then the value in a second
+  (never one batch: a batch's order is not guaranteed). If the answer shows another stage than the one
+  written, the write was ignored: a permanent `PlatformError` with code LIFECYCLESTAGE_NOT_MOVED.
+- Errors: 429 is `RateLimited` with `Retry-After` (else one second, or an hour for the DAILY policy);
+  5xx, timeouts and connection failures are retriable; any other 4xx is permanent, its code HubSpot's
+  `category`. Messages carry status, category and correlationId, never HubSpot's text (it can echo emails).
+- Limits: `throttle` for the per-app rolling limit (e.g. 190 per 10 s for a Professional private app),
+  `search_throttle` for search's separate 5 requests per second per token.
+"""
+
+import asyncio
+import re
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from onefunnel.shared.events import ObjectType, SourceSystem
+from onefunnel.sync.platforms.base import PlatformError, RateLimited
+from onefunnel.sync.platforms.retrying import with_retries
+from onefunnel.sync.platforms.throttle import Throttle
+
+DEFAULT_BASE_URL = "https://api.hubapi.com"
+_CONTACTS = "/crm/v3/objects/contacts"
+_EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+_DAILY_RETRY_AFTER = 3600.0  # the daily limit resets at midnight in the portal's time zone; try hourly
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class _Contact(_Answer):
+    id: str
+    properties: dict[str, str | None] = Field(default_factory=dict)
+
+
+class _SearchPage(_Answer):
+    total: int
+    results: list[_Contact]
+
+
+class _Property(_Answer):
+    name: str
+
+
+class _Error(_Answer):
+    message: str = ""
+    category: str | None = None
+    error_type: str | None = Field(default=None, alias="errorType")
+    policy_name: str | None = Field(default=None, alias="policyName")
+    correlation_id: str | None = Field(default=None, alias="correlationId")
+
+
+class HubSpotClient:
+    """Find, create and move HubSpot contacts' `lifecyclestage` through the CRM v3 API."""
+
+    system = SourceSystem.HUBSPOT
+    object_type = ObjectType.CONTACT
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        access_token: str,
+        throttle: Throttle,
+        search_throttle: Throttle | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        attempts: int = 5,
+        initial_wait: float = 0.5,
+        max_wait: float = 30.0,
+        timeout: float = 10.0,
+    ) -> None:
+        self._http = http
+        self._headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        self._throttle = throttle
+        self._search_throttle = search_throttle or Throttle(per_second=5, burst=5, concurrency=5)
+        self._base_url = base_url.rstrip("/")
+        self._attempts, self._initial_wait, self._max_wait = attempts, initial_wait, max_wait
+        self._timeout = timeout
+
+    async def find_by_email(self, email: str) -> str | None:
+        """The id of the contact with this email (HubSpot keeps emails unique), or None."""
+        search = {
+            "filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": email}]}],
+            "properties": ["email", "lifecyclestage"],
+            "limit": 1,
+        }
+        response = await self._call(
+            "POST", f"{_CONTACTS}/search", body=search, throttle=self._search_throttle
+        )
+        page = _parse(_SearchPage, response)
+        return page.results[0].id if page.results else None
+
+    async def create(self, *, email: str, stage_value: str) -> str:
+        """Create a contact at this stage, or return the id of the contact that already has the email."""
+        body = {"properties": {"email": email, "lifecyclestage": stage_value}}
+        response = await self._call("POST", _CONTACTS, body=body, accept={409})
+        if response.status_code != 409:
+            return _parse(_Contact, response).id
+        existing = _EXISTING_ID.search(_error(response).message)
+        if existing is None:
+            raise _permanent(response, what="POST contact")
+        return existing.group(1)
+
+    async def write_stage(self, *, record_id: str, stage_value: str, backward: bool) -> None:
+        """Set `lifecyclestage`; a backward move clears it in one request and sets it in a second."""
+        if backward:
+            await self._set_stage(record_id, "")
+        await self._set_stage(record_id, stage_value)
+
+    async def ready(self) -> bool:
+        """Whether HubSpot accepts our token: one read of the `lifecyclestage` definition, no retries."""
+        try:
+            response = await self._call("GET", "/crm/v3/properties/contacts/lifecyclestage", attempts=1)
+            _parse(_Property, response)
+        except PlatformError:
+            return False
+        return True
+
+    async def _set_stage(self, record_id: str, value: str) -> None:
+        body = {"properties": {"lifecyclestage": value}}
+        response = await self._call("PATCH", f"{_CONTACTS}/{quote(record_id, safe='')}", body=body)
+        stage = _parse(_Contact, response).properties.get("lifecyclestage", value)
+        if (stage or "") != value:
+            raise PlatformError(
+                f"HubSpot kept contact {record_id} at {stage!r}: lifecyclestage only moves forward",
+                retriable=False,
+                status=response.status_code,
+                code="LIFECYCLESTAGE_NOT_MOVED",
+            )
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        throttle: Throttle | None = None,
+        accept: set[int] | None = None,
+        attempts: int | None = None,
+    ) -> httpx.Response:
+        """One API call under the throttle, retried while HubSpot's answer says it may succeed later."""
+        what = f"{method} {path}"  # ids only: an email never goes into a path
+
+        async def once() -> httpx.Response:
+            async with (throttle or self._throttle).slot():
+                try:
+                    # httpx times each read and write; the outer bound also covers a trickling answer.
+                    async with asyncio.timeout(self._timeout):
+                        response = await self._http.request(
+                            method,
+                            self._base_url + path,
+                            json=body,
+                            headers=self._headers,
+                            timeout=self._timeout,
+                        )
+                except (TimeoutError, httpx.TimeoutException):
+                    raise PlatformError(f"HubSpot {what} timed out", retriable=True) from None
+                except httpx.TransportError as exc:
+                    raise PlatformError(
+                        f"HubSpot {what} failed: {type(exc).__name__}", retriable=True
+                    ) from None
+            if response.is_success or response.status_code in (accept or set()):
+                return response
+            raise _classify(response, what=what)
+
+        return await with_retries(
+            once,
+            attempts=attempts or self._attempts,
+            initial_wait=self._initial_wait,
+            max_wait=self._max_wait,
+        )
+
+
+def _classify(response: httpx.Response, *, what: str) -> PlatformError:
+    status, error = response.status_code, _error(response)
+    if status == 429:
+        message = f"HubSpot {what} rate limited ({error.policy_name}, correlationId {error.correlation_id})"
+        code = error.policy_name or error.error_type
+        return RateLimited(message, retry_after=_retry_after(response, error), status=status, code=code)
+    if status >= 500:
+        message = f"HubSpot {what} answered {status} (correlationId {error.correlation_id})"
+        return PlatformError(message, retriable=True, status=status, code=error.category)
+    return _permanent(response, what=what)
+
+
+def _permanent(response: httpx.Response, *, what: str) -> PlatformError:
+    error = _error(response)
+    message = f"HubSpot {what} answered {response.status_code} {error.category or ''}".rstrip()
+    message += f" (correlationId {error.correlation_id})"
+    return PlatformError(message, retriable=False, status=response.status_code, code=error.category)
+
+
+def _retry_after(response: httpx.Response, error: _Error) -> float:
+    try:
+        return max(float(response.headers["retry-after"]), 0.0)
+    except (KeyError, ValueError):
+        return _DAILY_RETRY_AFTER if error.policy_name == "DAILY" else 1.0
+
+
+def _error(response: httpx.Response) -> _Error:
+    """HubSpot's error body; every field is optional, as its docs ask parsers to assume."""
+    try:
+        return _Error.model_validate_json(response.content)
+    except ValidationError:
+        return _Error()
+
+
+def _parse(model: type[_Model], response: httpx.Response) -> _Model:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError:
+        raise PlatformError(
+            f"HubSpot answered {response.status_code} with a body that is not a {model.__name__.strip('_')}",
+            retriable=False,
+            status=response.status_code,
+            code="UNEXPECTED_RESPONSE",
+        ) from None

@@ -8,6 +8,7 @@ from typing import Annotated, TypeVar
 import typer
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from onefunnel import serving
 from onefunnel.ingest.app import create_app as create_ingest_app
@@ -31,6 +32,7 @@ from onefunnel.shared.stage_mapping import FunnelDefinitionError
 from onefunnel.sync.app import create_app as create_sync_app
 from onefunnel.sync.clients import open_clients
 from onefunnel.sync.settings import SyncSettings
+from onefunnel.sync.writer import replay_failed
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 S = TypeVar("S", bound=BaseSettings)
@@ -151,6 +153,27 @@ def migrate_command(
             await engine.dispose()
 
     asyncio.run(upgrade())
+
+
+@app.command()
+def replay(
+    system: Annotated[
+        str | None, typer.Option(help="Only writes to this platform (hubspot, salesforce).")
+    ] = None,
+) -> None:
+    """Re-drive write-backs the platforms refused (GET /v1/sync/failures), once the cause is fixed."""
+    database = load(DatabaseSettings)
+
+    async def run_replay() -> int:
+        engine = create_engine(database)
+        try:
+            await migrate(engine, service="sync")
+            return await replay_failed(async_sessionmaker(engine, expire_on_commit=False), system=system)
+        finally:
+            await engine.dispose()
+
+    count = asyncio.run(run_replay())
+    typer.echo(f"{count} failed write(s) queued again; the sync service makes them now", err=True)
 
 
 @app.command()

@@ -194,3 +194,14 @@ async def test_the_local_log_allows_one_active_consumer_per_group(tmp_path: Path
         with pytest.raises(BusError, match="already has an active consumer"):
             async with bus.subscribe([topic], group="only-one"):
                 pass
+
+
+async def test_a_subscription_reports_how_far_behind_it_is(bus: Bus, topic: str) -> None:
+    await bus.publish(topic, messages(["a"], 10))
+    async with asyncio.timeout(30), bus.subscribe([topic], group=f"g-{uuid.uuid4().hex}") as subscription:
+        read: list[Message] = []
+        async for batch in subscription.batches(max_records=4, max_wait=0.5):
+            read.extend(batch)
+            if read:
+                break
+        assert await subscription.lag() == 10 - len(read)

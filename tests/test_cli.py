@@ -1,17 +1,24 @@
 """The `onefunnel` command as an operator meets it: start, health, readiness, stop, bad config."""
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from onefunnel.shared.database import create_engine, migrate
+from onefunnel.shared.settings import DatabaseSettings
+from onefunnel.sync.tables import WriteRow
 from tests.conftest import KafkaBroker, free_port
 
 
@@ -133,3 +140,42 @@ def test_ingest_starts_without_its_broker_and_reports_not_ready(tmp_path: Path) 
         stop(process)
 
     assert not_ready.json()["checks"] == {"bus": "failing"}
+
+
+def test_replay_queues_a_refused_write_again(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path}/onefunnel.sqlite3"
+
+    async def with_failed_write() -> None:
+        engine = create_engine(DatabaseSettings(database_url=database))
+        await migrate(engine, service="sync")
+        now = datetime.now(UTC)
+        async with async_sessionmaker(engine)() as session, session.begin():
+            session.add(
+                WriteRow(
+                    lead_id=uuid.uuid4(),
+                    system="hubspot",
+                    stage="sal",
+                    value="salesqualifiedlead",
+                    status="failed",
+                    next_attempt_at=now,
+                    cause_event_id=uuid.uuid4(),
+                    occurred_at=now,
+                    created_at=now,
+                    error_code="VALIDATION_ERROR",
+                )
+            )
+        await engine.dispose()
+
+    asyncio.run(with_failed_write())
+    result = subprocess.run(
+        [sys.executable, "-m", "onefunnel.cli", "replay"],
+        cwd=tmp_path,
+        env={**os.environ, "ONEFUNNEL_DATABASE_URL": database},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "1 failed write(s) queued again" in result.stderr

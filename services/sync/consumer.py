@@ -47,6 +47,7 @@ async def run_consumer(
             if batch:
                 await subscription.commit(batch)
                 on_change()
+            instruments.CONSUMER_LAG.labels("sync").set(await subscription.lag())
 
 
 async def _process(

@@ -9,7 +9,7 @@ from onefunnel.sync.reconcile import Outcome
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-OUTCOMES = [*(o.value for o in Outcome), "duplicate", "dead_letter"]
+OUTCOMES = [*(o.value for o in Outcome), "duplicate", "dead_letter", "parked"]
 SYSTEMS = ("hubspot", "salesforce")
 OPERATIONS = ("find", "create", "write_stage")
 

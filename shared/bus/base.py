@@ -59,6 +59,10 @@ class Subscription(Protocol):
         """Mark these messages (and everything before them in their partitions) as done."""
         ...
 
+    async def lag(self) -> int:
+        """Messages on the subscribed topics this subscription has not read yet."""
+        ...
+
 
 class Bus(Protocol):
     async def publish(self, topic: str, messages: Sequence[OutgoingMessage]) -> None:

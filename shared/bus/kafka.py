@@ -154,6 +154,14 @@ class KafkaSubscription:
             ]
             yield batch
 
+    async def lag(self) -> int:
+        behind = 0
+        for partition in self._consumer.assignment():
+            highwater = self._consumer.highwater(partition)  # as of the last fetch; None before one
+            if highwater is not None:
+                behind += max(0, highwater - await self._consumer.position(partition))
+        return behind
+
     async def commit(self, messages: Sequence[Message]) -> None:
         offsets: dict[TopicPartition, int] = {}
         for m in messages:

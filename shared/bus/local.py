@@ -213,6 +213,18 @@ class LocalSubscription:
         self._positions = positions
         return batch
 
+    async def lag(self) -> int:
+        def count(db: sqlite3.Connection) -> int:
+            positions = self._positions or _committed(db, self._group, self._topics)
+            return sum(
+                db.execute(
+                    'SELECT COUNT(*) FROM log WHERE topic = ? AND "offset" >= ?', (topic, offset)
+                ).fetchone()[0]
+                for topic, offset in positions.items()
+            )
+
+        return await self._bus.run("lag", count)
+
     async def commit(self, messages: Sequence[Message]) -> None:
         offsets: dict[str, int] = {}
         for m in messages:

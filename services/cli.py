@@ -85,7 +85,7 @@ async def _serve(services: Sequence[str]) -> None:
             )
             endpoints.append(serving.Endpoint("sync", app, sync.sync_host, sync.sync_port))
         if "metrics" in services:
-            app = create_metrics_app(bus=bus, engine=engine)
+            app = create_metrics_app(bus=bus, engine=engine, topics=topics, settings=metrics, funnel=funnel)
             endpoints.append(serving.Endpoint("metrics", app, metrics.metrics_host, metrics.metrics_port))
         for endpoint in endpoints:
             typer.echo(

@@ -4,8 +4,10 @@ Loaded once at start-up and validated, so a mistake in the file stops the servic
 that says where, instead of mis-routing leads at 3 a.m.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ class Funnel:
     crm_handoff: Stage
     write_values: Mapping[SourceSystem, WriteValues]
     stage_mapping: StageMapping
+    sla: Mapping[Stage, timedelta]  # a lead must leave the stage within this time
 
     def role_of(self, system: SourceSystem) -> Role | None:
         return next((role for role, s in self.systems.items() if s is system), None)
@@ -75,6 +78,7 @@ def load_funnel(path: Path = DEFAULT_FUNNEL_FILE) -> Funnel:
         crm_handoff=_stage(document.get("crm_handoff"), f"{where}: crm_handoff"),
         write_values=_write_values(document.get("write_values"), where),
         stage_mapping=parse_stage_values(document.get("stage_values"), where=where),
+        sla=_sla(document.get("sla") or {}, where),
     )
 
 
@@ -188,3 +192,20 @@ def _write_values(raw: object, where: str) -> dict[SourceSystem, WriteValues]:
         if not result[system].field:
             raise FunnelDefinitionError(f"{place}: field is missing")
     return result
+
+
+_DURATION = re.compile(r"^(\d+)\s*([mhd])$")
+_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+
+
+def _sla(raw: object, where: str) -> dict[Stage, timedelta]:
+    sla = {}
+    for name, value in _mapping(raw, f"{where}: sla").items():
+        stage = _stage(name, f"{where}: sla")
+        match = _DURATION.match(str(value).strip())
+        if match is None or int(match.group(1)) == 0:
+            raise FunnelDefinitionError(
+                f"{where}: sla.{name}: {value!r} is not a duration like 30m, 24h or 7d"
+            )
+        sla[stage] = int(match.group(1)) * _UNITS[match.group(2)]
+    return sla

@@ -106,3 +106,12 @@ async def postgres_url(postgres_server_url: str) -> str:
     finally:
         await connection.close()
     return dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind onefunnel supports: the same test runs on both."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return f"sqlite:///{tmp_path}/onefunnel.sqlite3"

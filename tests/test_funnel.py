@@ -62,6 +62,7 @@ def test_the_shipped_definition_loads_with_marketing_owning_the_stages_up_to_mql
             "must be a number",
         ),
         ({"write_values": {"zoho": {"field": "x", "values": {}}}}, "unknown system"),
+        ({"sla": {"mql": "a day"}}, "not a duration"),
     ],
 )
 def test_a_mistake_in_the_definition_is_refused_with_where_it_is(

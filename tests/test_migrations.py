@@ -1,7 +1,5 @@
 """Each service's migrations build exactly the tables its models describe, on SQLite and PostgreSQL."""
 
-from pathlib import Path
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -16,14 +14,6 @@ from onefunnel.sync.tables import metadata as sync_metadata
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SERVICES = {"sync": sync_metadata, "metrics": metrics_metadata}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return f"sqlite:///{tmp_path}/onefunnel.sqlite3"
 
 
 def _table_names(connection: Connection) -> list[str]:

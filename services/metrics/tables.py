@@ -36,3 +36,14 @@ class TransitionRow(MetricsTable, table=True):
     lead_source: str | None = Field(default=None, max_length=255)
     origin_system: str | None = Field(default=None, max_length=32)
     owner_id: str | None = Field(default=None, max_length=255)
+
+
+class SlaBreachRow(MetricsTable, table=True):
+    """A lead that stayed in a stage longer than the funnel's SLA allows; stored once per stay."""
+
+    __tablename__ = "metrics_sla_breach"
+
+    lead_id: UUID = Field(primary_key=True)
+    stage: str = Field(primary_key=True, max_length=32)
+    entered_at: datetime = Field(primary_key=True, sa_type=DateTime(timezone=True))
+    detected_at: datetime = Field(sa_type=DateTime(timezone=True))

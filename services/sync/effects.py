@@ -1,0 +1,107 @@
+"""What an applied decision sets in motion, written in the event's transaction.
+
+The outbox rows that carry LeadStageChanged to the bus, the write-back jobs to the other systems,
+and the echoes those writes will cause (so their webhooks are recognised when they come back).
+"""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from onefunnel.shared.events import Attribution, Cause, LeadStageChanged, SourceEvent, SourceSystem
+from onefunnel.sync.reconcile import Decision
+from onefunnel.sync.tables import ExpectedEchoRow, LeadRow, OutboxRow, WriteRow
+
+_TRANSITION_NAMESPACE = uuid.UUID("0e5c2b1a-9f7d-4c3e-8a61-5d4b3c2a1f0e")
+
+
+async def consume_echo(session: AsyncSession, lead_id: uuid.UUID, echo: tuple[SourceSystem, str]) -> None:
+    system, value = echo
+    oldest = await session.scalar(
+        select(col(ExpectedEchoRow.id))
+        .where(
+            col(ExpectedEchoRow.lead_id) == lead_id,
+            col(ExpectedEchoRow.system) == system,
+            col(ExpectedEchoRow.value) == value,
+        )
+        .order_by(col(ExpectedEchoRow.id))
+        .limit(1)
+    )
+    if oldest is not None:
+        await session.execute(delete(ExpectedEchoRow).where(col(ExpectedEchoRow.id) == oldest))
+
+
+def publish_moves(
+    session: AsyncSession, lead: LeadRow, event: SourceEvent, decision: Decision, *, now: datetime
+) -> None:
+    for move in decision.moves:
+        transition = LeadStageChanged(
+            # Derived, not random: handling the same event again yields the same transition id.
+            id=uuid.uuid5(
+                _TRANSITION_NAMESPACE, f"{lead.id}:{move.event_id}:{move.from_stage}:{move.to_stage}"
+            ),
+            lead_id=lead.id,
+            from_stage=move.from_stage,
+            to_stage=move.to_stage,
+            occurred_at=move.occurred_at,
+            recorded_at=now,
+            cause=Cause(
+                system=move.system,
+                source_event_id=move.event_id,
+                event_type=event.event_type,
+                reason=move.reason,
+            ),
+            attribution=Attribution(
+                campaign=lead.campaign,
+                lead_source=lead.lead_source,
+                origin_system=SourceSystem(lead.origin_system) if lead.origin_system else None,
+            ),
+            owner_id=lead.owner_id,
+        )
+        session.add(
+            OutboxRow(
+                event_id=transition.id,
+                message_key=transition.key,
+                payload=transition.model_dump_json(),
+                created_at=now,
+            )
+        )
+
+
+def enqueue_writes(
+    session: AsyncSession, lead_id: uuid.UUID, event: SourceEvent, decision: Decision, *, now: datetime
+) -> None:
+    for write in decision.writes:
+        session.add(
+            WriteRow(
+                lead_id=lead_id,
+                system=write.system,
+                stage=write.stage,
+                value=write.value,
+                backward=write.backward,
+                create=write.create,
+                status="pending",
+                next_attempt_at=now,
+                cause_event_id=event.id,
+                occurred_at=event.occurred_at,
+                created_at=now,
+            )
+        )
+        session.add(ExpectedEchoRow(lead_id=lead_id, system=write.system, value=write.value, created_at=now))
+
+
+async def supersede_older_writes(session: AsyncSession, lead_id: uuid.UUID, decision: Decision) -> None:
+    """Only the newest stage matters: an older pending write to the same system must not land after it."""
+    for write in decision.writes:
+        await session.execute(
+            update(WriteRow)
+            .where(
+                col(WriteRow.lead_id) == lead_id,
+                col(WriteRow.system) == write.system,
+                col(WriteRow.status) == "pending",
+            )
+            .values(status="superseded")
+        )

@@ -192,9 +192,15 @@ class HubSpotFake:
 
     # -- what a person does in the HubSpot UI ----------------------------------------------------
 
-    def user_creates_contact(self, email: str, lifecyclestage: str = "") -> str:
-        """Create a contact as a user would; returns its id."""
-        return self._create({"email": email, "lifecyclestage": lifecyclestage}, source=self.user).id
+    def user_creates_contact(self, email: str, lifecyclestage: str = "", **properties: str) -> str:
+        """Create a contact as a user (or a form) would; returns its id.
+
+        Extra properties (`utm_campaign`, `hs_analytics_source`) are set before the stage, so their
+        webhooks come first, as a form submission's would.
+        """
+        return self._create(
+            {"email": email, **properties, "lifecyclestage": lifecyclestage}, source=self.user
+        ).id
 
     def user_sets_lifecyclestage(self, contact_id: str, value: str) -> None:
         """Set the stage as a user would; an earlier stage is a clear then a set, so two webhooks."""

@@ -32,7 +32,7 @@ SUBSCRIPTIONS = {
     "contact.propertyChange:email": 103,
     "contact.merge": 104,
 }
-SUBSCRIBED_PROPERTIES = frozenset({"lifecyclestage", "email"})
+SUBSCRIBED_PROPERTIES = frozenset({"lifecyclestage", "email", "utm_campaign", "hs_analytics_source"})
 
 
 @dataclass(frozen=True)

@@ -462,3 +462,25 @@ def test_hubspot_rejects_a_merge_without_both_sides(mapping: StageMapping, merge
         HubSpot(client_secrets=[SECRET]).normalize(
             _signed([_event(subscriptionType="contact.merge", **merge)]), mapping
         )
+
+
+def test_hubspot_reports_the_original_source_and_the_campaign_property(mapping: StageMapping) -> None:
+    events = [
+        _event(
+            eventId=1,
+            subscriptionType="contact.propertyChange",
+            propertyName="utm_campaign",
+            propertyValue="spring-webinar",
+        ),
+        _event(
+            eventId=2,
+            subscriptionType="contact.propertyChange",
+            propertyName="hs_analytics_source",
+            propertyValue="PAID_SEARCH",
+        ),
+    ]
+
+    first, second = HubSpot(client_secrets=[SECRET]).normalize(_signed(events), mapping).events
+
+    assert first.changes.campaign == "spring-webinar"
+    assert second.changes.lead_source == "PAID_SEARCH"

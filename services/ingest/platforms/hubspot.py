@@ -183,6 +183,10 @@ def _changes(name: Any, value: str, *, index: int, mapping: StageMapping) -> Cha
             return Changes(owner_id=value)
         case "email":
             return Changes(email=value)
+        case "hs_analytics_source":  # HubSpot's "Original Source" property
+            return Changes(lead_source=value)
+        case "utm_campaign":  # the portal's campaign property (docs/platforms/hubspot.md)
+            return Changes(campaign=value)
         case "hubspotscore" if value:
             try:
                 score = float(value)

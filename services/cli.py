@@ -10,10 +10,9 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from onefunnel import serving
-from onefunnel.ingest.app import create_app as create_ingest_app
+from onefunnel import compose, serving
+from onefunnel.compose import Services
 from onefunnel.ingest.settings import IngestSettings
-from onefunnel.metrics.app import create_app as create_metrics_app
 from onefunnel.metrics.settings import MetricsSettings
 from onefunnel.shared import schema_files
 from onefunnel.shared.bus import open_bus
@@ -29,7 +28,6 @@ from onefunnel.shared.settings import (
     TopicSettings,
 )
 from onefunnel.shared.stage_mapping import FunnelDefinitionError
-from onefunnel.sync.app import create_app as create_sync_app
 from onefunnel.sync.clients import open_clients
 from onefunnel.sync.settings import SyncSettings
 from onefunnel.sync.writer import replay_failed
@@ -59,7 +57,7 @@ def load_funnel_definition(settings: FunnelSettings) -> Funnel:
         raise typer.Exit(2) from None
 
 
-async def _serve(services: Sequence[str]) -> None:
+async def _serve(names: Sequence[str]) -> None:
     bus_settings, topics, database = load(BusSettings), load(TopicSettings), load(DatabaseSettings)
     ingest, sync, metrics = load(IngestSettings), load(SyncSettings), load(MetricsSettings)
     api_tokens = [token.get_secret_value() for token in load(ApiSettings).api_tokens]
@@ -68,25 +66,18 @@ async def _serve(services: Sequence[str]) -> None:
         bus = await stack.enter_async_context(open_bus(bus_settings, topics=topics.all))
         engine = create_engine(database)
         stack.push_async_callback(engine.dispose)
-        endpoints = []
-        if "ingest" in services:
-            app = create_ingest_app(bus=bus, settings=ingest, topics=topics, mapping=funnel.stage_mapping)
-            endpoints.append(serving.Endpoint("ingest", app, ingest.ingest_host, ingest.ingest_port))
-        if "sync" in services:
-            clients = await stack.enter_async_context(open_clients(sync))
-            app = create_sync_app(
-                bus=bus,
-                engine=engine,
-                topics=topics,
-                funnel=funnel,
-                clients=clients,
-                consumer_group=sync.sync_consumer_group,
-                api_tokens=api_tokens,
-            )
-            endpoints.append(serving.Endpoint("sync", app, sync.sync_host, sync.sync_port))
-        if "metrics" in services:
-            app = create_metrics_app(bus=bus, engine=engine, topics=topics, settings=metrics, funnel=funnel)
-            endpoints.append(serving.Endpoint("metrics", app, metrics.metrics_host, metrics.metrics_port))
+        clients = await stack.enter_async_context(open_clients(sync)) if "sync" in names else []
+        services = Services(
+            bus=bus,
+            engine=engine,
+            topics=topics,
+            funnel=funnel,
+            ingest=ingest,
+            sync=sync,
+            metrics=metrics,
+            api_tokens=api_tokens,
+        )
+        endpoints = compose.endpoints(services, names=names, clients=clients)
         for endpoint in endpoints:
             typer.echo(
                 f"onefunnel {endpoint.name:<8} http://{endpoint.host}:{endpoint.port}  "

@@ -2,7 +2,7 @@
 
 import asyncio
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -28,8 +28,8 @@ class _Server(uvicorn.Server):
         yield  # serve() below handles SIGINT/SIGTERM once for every server of the process
 
 
-async def serve(endpoints: Sequence[Endpoint]) -> None:
-    """Run every endpoint until SIGINT/SIGTERM or until one of them stops; raise if one failed."""
+async def serve(endpoints: Sequence[Endpoint], *, stop: asyncio.Event | None = None) -> None:
+    """Run every endpoint until SIGINT/SIGTERM, `stop`, or one of them stopping; raise if one failed."""
     servers = [
         _Server(
             uvicorn.Config(e.app, host=e.host, port=e.port, log_config=None, access_log=False, lifespan="on")
@@ -44,6 +44,7 @@ async def serve(endpoints: Sequence[Endpoint]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop_all)
+    stopper = asyncio.create_task(_wait_and_stop(stop, stop_all)) if stop is not None else None
 
     async def run(server: _Server) -> None:
         try:
@@ -56,8 +57,15 @@ async def serve(endpoints: Sequence[Endpoint]) -> None:
     try:
         await asyncio.gather(*(run(s) for s in servers))
     finally:
+        if stopper is not None:
+            stopper.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     failed = [e.name for e, s in zip(endpoints, servers, strict=True) if not s.started]
     if failed:
         raise StartupFailed(f"could not start: {', '.join(failed)} (see the log above)")
+
+
+async def _wait_and_stop(stop: asyncio.Event, stop_all: Callable[[], None]) -> None:
+    await stop.wait()
+    stop_all()

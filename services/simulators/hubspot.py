@@ -270,6 +270,7 @@ class HubSpotFake:
         app.add_api_route(f"{contacts}/search", self._search, methods=["POST"])
         app.add_api_route(contacts + "/{contact_id}", self._read, methods=["GET"])
         app.add_api_route(contacts + "/{contact_id}", self._update, methods=["PATCH"])
+        app.add_api_route(contacts + "/{contact_id}", self._archive, methods=["DELETE"])
         app.add_api_route("/crm/v3/properties/contacts/{name}", self._property, methods=["GET"])
         return app
 
@@ -286,6 +287,12 @@ class HubSpotFake:
             return error(404, "resource not found")
         asked = [name for value in request.query_params.getlist("properties") for name in value.split(",")]
         return JSONResponse(_contact_body(contact, [n for n in asked if n] or _DEFAULT_PROPERTIES))
+
+    async def _archive(self, contact_id: str) -> Response:
+        """Archive (delete) a contact: 204, and the contact.deletion webhook; 204 again if it is gone."""
+        if self._contacts.pop(contact_id, None) is not None:
+            self._send([self._events.deletion(contact_id, source=self._api)])
+        return Response(status_code=204)
 
     async def _update(self, request: Request, contact_id: str) -> Response:
         properties = await _properties(request)

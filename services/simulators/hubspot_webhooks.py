@@ -31,6 +31,9 @@ SUBSCRIPTIONS = {
     "contact.propertyChange:lifecyclestage": 102,
     "contact.propertyChange:email": 103,
     "contact.merge": 104,
+    "contact.propertyChange:utm_campaign": 105,
+    "contact.propertyChange:hs_analytics_source": 106,
+    "contact.deletion": 107,
 }
 SUBSCRIBED_PROPERTIES = frozenset({"lifecyclestage", "email", "utm_campaign", "hs_analytics_source"})
 
@@ -59,6 +62,9 @@ class ContactEvents:
     def property_change(self, contact_id: str, *, name: str, value: str, source: ChangeSource) -> Event:
         kind = f"contact.propertyChange:{name}"
         return self._event(kind, contact_id, source, propertyName=name, propertyValue=value)
+
+    def deletion(self, contact_id: str, *, source: ChangeSource) -> Event:
+        return self._event("contact.deletion", contact_id, source)
 
     def merge(self, primary: str, merged: str, *, moved: int, source: ChangeSource) -> Event:
         return self._event(

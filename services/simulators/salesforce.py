@@ -494,6 +494,13 @@ def _build_app(fake: FakeSalesforce) -> FastAPI:
         url = f"/services/data/{version}/sobjects/{kind}/{record['Id']}"
         return {"attributes": {"type": kind, "url": url}} | {k: _json_value(v) for k, v in record.items()}
 
+    @app.delete(data + "/sobjects/Lead/{record_id}", status_code=204)
+    async def delete(version: str, record_id: str) -> Response:
+        _version(version)
+        fake.get_record("Lead", record_id)  # 404 NOT_FOUND when it is not there
+        del fake.records["Lead"][record_id]  # to the Recycle Bin; no Outbound Message for a delete
+        return Response(status_code=204)
+
     @app.patch(data + "/sobjects/Lead/{record_id}", status_code=204)
     async def update(version: str, record_id: str, request: Request) -> Response:
         _version(version)

@@ -15,6 +15,7 @@ from onefunnel.shared.settings import TopicSettings
 from onefunnel.shared.supervise import keep_running
 from onefunnel.sync.api import failures_router
 from onefunnel.sync.consumer import run_consumer
+from onefunnel.sync.handler import Rules
 from onefunnel.sync.instruments import REGISTRY
 from onefunnel.sync.outbox import run_relay
 from onefunnel.sync.platforms.base import PlatformClient
@@ -30,10 +31,15 @@ def create_app(
     clients: Sequence[PlatformClient],
     consumer_group: str,
     api_tokens: Sequence[str],
+    propagate_deletes: bool = False,
 ) -> FastAPI:
     """Build the sync ASGI app; the caller owns the bus, the engine and the platform clients."""
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    writable = {client.system: client.object_type for client in clients}
+    rules = Rules(
+        funnel=funnel,
+        writable={client.system: client.object_type for client in clients},
+        propagate_deletes=propagate_deletes,
+    )
     relay_wake = asyncio.Event()
     writers = [(WriteBack(client=client, sessions=sessions), asyncio.Event()) for client in clients]
 
@@ -53,8 +59,7 @@ def create_app(
                     topics=topics,
                     group=consumer_group,
                     sessions=sessions,
-                    funnel=funnel,
-                    writable=writable,
+                    rules=rules,
                     on_change=changed,
                 ),
             ),

@@ -8,7 +8,7 @@ and the partition moves on: one poison message never wedges a lead's partition.
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -16,11 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onefunnel.shared import envelope
 from onefunnel.shared.bus import Bus, Message, OutgoingMessage
-from onefunnel.shared.events import ObjectType, SourceEvent, SourceSystem
-from onefunnel.shared.funnel import Funnel
+from onefunnel.shared.events import SourceEvent
 from onefunnel.shared.settings import TopicSettings
 from onefunnel.sync import instruments
-from onefunnel.sync.handler import Conflict, Handled, handle
+from onefunnel.sync.handler import Conflict, Handled, Rules, handle
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +32,14 @@ async def run_consumer(
     topics: TopicSettings,
     group: str,
     sessions: async_sessionmaker[AsyncSession],
-    funnel: Funnel,
-    writable: Mapping[SourceSystem, ObjectType],
+    rules: Rules,
     on_change: Callable[[], None],
 ) -> None:
     """Consume source events until cancelled."""
     async with bus.subscribe([topics.topic_source_events], group=group) as subscription:
         async for batch in subscription.batches(max_records=200, max_wait=1.0):
             for message in batch:
-                await _process(
-                    message, bus=bus, topics=topics, sessions=sessions, funnel=funnel, writable=writable
-                )
+                await _process(message, bus=bus, topics=topics, sessions=sessions, rules=rules)
             if batch:
                 await subscription.commit(batch)
                 on_change()
@@ -56,8 +52,7 @@ async def _process(
     bus: Bus,
     topics: TopicSettings,
     sessions: async_sessionmaker[AsyncSession],
-    funnel: Funnel,
-    writable: Mapping[SourceSystem, ObjectType],
+    rules: Rules,
 ) -> None:
     try:
         event = envelope.decode(message)
@@ -68,7 +63,7 @@ async def _process(
         await _dead_letter(bus, topics, message, reason="undecodable", detail="not a SourceEvent")
         return
     try:
-        handled = await apply(sessions, event, funnel=funnel, writable=writable)
+        handled = await apply(sessions, event, rules=rules)
     except Exception as error:  # a bug or a poison event: park it, keep the partition moving
         log.exception("cannot process event %s", event.id)
         await _dead_letter(bus, topics, message, reason="unprocessable", detail=type(error).__name__)
@@ -82,18 +77,12 @@ async def _process(
     )
 
 
-async def apply(
-    sessions: async_sessionmaker[AsyncSession],
-    event: SourceEvent,
-    *,
-    funnel: Funnel,
-    writable: Mapping[SourceSystem, ObjectType],
-) -> Handled:
+async def apply(sessions: async_sessionmaker[AsyncSession], event: SourceEvent, *, rules: Rules) -> Handled:
     """Handle `event` in a transaction of its own, again if another one changed the lead first."""
     for attempt in range(CONFLICT_RETRIES):
         try:
             async with sessions() as session, session.begin():
-                return await handle(session, event, funnel=funnel, writable=writable, now=datetime.now(UTC))
+                return await handle(session, event, rules=rules, now=datetime.now(UTC))
         except (Conflict, IntegrityError):
             await asyncio.sleep(0.01 * 2**attempt)  # read the lead again and decide anew
     raise Conflict(f"event {event.id} kept conflicting after {CONFLICT_RETRIES} tries")

@@ -5,15 +5,23 @@ and the echoes those writes will cause (so their webhooks are recognised when th
 """
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from onefunnel.shared.events import Attribution, Cause, LeadStageChanged, SourceEvent, SourceSystem
+from onefunnel.shared.events import (
+    Attribution,
+    Cause,
+    LeadStageChanged,
+    ObjectType,
+    SourceEvent,
+    SourceSystem,
+)
 from onefunnel.sync.reconcile import Decision
-from onefunnel.sync.tables import ExpectedEchoRow, LeadRow, OutboxRow, WriteRow
+from onefunnel.sync.tables import ExpectedEchoRow, LeadLinkRow, LeadRow, OutboxRow, WriteRow
 
 _TRANSITION_NAMESPACE = uuid.UUID("0e5c2b1a-9f7d-4c3e-8a61-5d4b3c2a1f0e")
 
@@ -105,3 +113,35 @@ async def supersede_older_writes(session: AsyncSession, lead_id: uuid.UUID, deci
             )
             .values(status="superseded")
         )
+
+
+async def delete_elsewhere(
+    session: AsyncSession, event: SourceEvent, *, writable: Mapping[SourceSystem, ObjectType], now: datetime
+) -> None:
+    """The propagate policy: delete the lead's records in the other systems too, and unlink them now."""
+    link = await session.get(LeadLinkRow, (event.source.value, event.object_id))
+    if link is None:
+        return
+    others = (
+        await session.scalars(select(LeadLinkRow).where(col(LeadLinkRow.lead_id) == link.lead_id))
+    ).all()
+    for other in others:
+        system = SourceSystem(other.system)
+        if system is event.source or writable.get(system) != other.object_type:
+            continue
+        session.add(
+            WriteRow(
+                lead_id=link.lead_id,
+                system=system,
+                stage="",
+                value="",
+                delete=True,
+                record_id=other.record_id,
+                status="pending",
+                next_attempt_at=now,
+                cause_event_id=event.id,
+                occurred_at=event.occurred_at,
+                created_at=now,
+            )
+        )
+        await session.delete(other)

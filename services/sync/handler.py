@@ -44,20 +44,22 @@ class Conflict(Exception):
 
 
 @dataclass(frozen=True)
+class Rules:
+    """What every event is handled with: the funnel, the systems sync writes to, the delete policy."""
+
+    funnel: Funnel
+    writable: Mapping[SourceSystem, ObjectType]
+    propagate_deletes: bool = False
+
+
+@dataclass(frozen=True)
 class Handled:
     outcome: str  # an Outcome, or "duplicate"
     lead_id: uuid.UUID | None = None
     decision: Decision | None = None
 
 
-async def handle(
-    session: AsyncSession,
-    event: SourceEvent,
-    *,
-    funnel: Funnel,
-    writable: Mapping[SourceSystem, ObjectType],
-    now: datetime,
-) -> Handled:
+async def handle(session: AsyncSession, event: SourceEvent, *, rules: Rules, now: datetime) -> Handled:
     """Apply `event` inside the caller's transaction."""
     inbox = await session.get(InboxRow, (event.source.value, event.idempotency_key))
     if inbox is not None:
@@ -69,6 +71,8 @@ async def handle(
     )
 
     if event.event_type is SourceEventType.DELETED:
+        if rules.propagate_deletes:
+            await effects.delete_elsewhere(session, event, writable=rules.writable, now=now)
         lead_id = await identity.unlink(session, event, now=now)
         return Handled(Outcome.NO_OP, lead_id=lead_id)
     found = await identity.find(session, event)
@@ -83,7 +87,7 @@ async def handle(
 
     state = await _load_state(session, lead, now=now)
     before = lead.stage
-    decision = decide(state, event, funnel, writable=writable)
+    decision = decide(state, event, rules.funnel, writable=rules.writable)
 
     if decision.echo is not None:
         await effects.consume_echo(session, lead.id, decision.echo)
@@ -116,7 +120,7 @@ async def handle(
     )
     await _save_versioned(session, lead, expected_version=version, now=now)
     for record in linked:  # events that waited for this record can be placed now
-        await _unpark(session, record, funnel=funnel, writable=writable, now=now)
+        await _unpark(session, record, rules=rules, now=now)
     return Handled(decision.outcome, lead_id=lead.id, decision=decision)
 
 
@@ -140,14 +144,7 @@ async def _park(session: AsyncSession, event: SourceEvent, *, now: datetime) -> 
         await session.delete(inbox)
 
 
-async def _unpark(
-    session: AsyncSession,
-    record: RecordLink,
-    *,
-    funnel: Funnel,
-    writable: Mapping[SourceSystem, ObjectType],
-    now: datetime,
-) -> None:
+async def _unpark(session: AsyncSession, record: RecordLink, *, rules: Rules, now: datetime) -> None:
     parked = (
         await session.scalars(
             select(ParkedEventRow)
@@ -160,9 +157,7 @@ async def _unpark(
     for row in parked:
         await session.delete(row)
         await session.flush()
-        await handle(
-            session, SourceEvent.model_validate_json(row.payload), funnel=funnel, writable=writable, now=now
-        )
+        await handle(session, SourceEvent.model_validate_json(row.payload), rules=rules, now=now)
 
 
 async def _load_state(session: AsyncSession, lead: LeadRow, *, now: datetime) -> LeadState:

@@ -11,7 +11,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 OUTCOMES = [*(o.value for o in Outcome), "duplicate", "dead_letter", "parked"]
 SYSTEMS = ("hubspot", "salesforce")
-OPERATIONS = ("find", "create", "write_stage")
+OPERATIONS = ("create", "write_stage", "delete")
 
 EVENTS_PROCESSED = Counter(
     "onefunnel_sync_events_total",

@@ -1,3 +1,5 @@
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -11,6 +13,10 @@ class SyncSettings(BaseSettings):
     sync_port: int = Field(default=8001, ge=1, le=65535, description="Port of the sync service.")
     sync_consumer_group: str = Field(
         default="onefunnel-sync", description="Consumer group of sync processes."
+    )
+    delete_policy: Literal["unlink", "propagate"] = Field(
+        default="unlink",
+        description="A record deleted in one system: `unlink` it, or `propagate` the delete to the other.",
     )
     write_attempts: int = Field(
         default=5, ge=1, description="Tries of one write-back call before it waits its turn again."

@@ -123,6 +123,8 @@ class WriteRow(SyncTable, table=True):
     value: str = Field(max_length=255)
     backward: bool = Field(default=False)
     create: bool = Field(default=False)
+    delete: bool = Field(default=False)  # delete `record_id` (a deletion propagated from the other system)
+    record_id: str | None = Field(default=None, max_length=255)
     status: str = Field(max_length=16)  # pending, done, failed, superseded
     attempts: int = Field(default=0)
     next_attempt_at: datetime = Field(sa_type=DateTime(timezone=True))

@@ -72,7 +72,7 @@ class WriteBack:
         return len(due)
 
     async def _write(self, row: WriteRow) -> None:
-        operation = "create" if row.create else "write_stage"
+        operation = "delete" if row.delete else "create" if row.create else "write_stage"
         try:
             await self._call(row)
         except PlatformError as error:
@@ -86,6 +86,9 @@ class WriteBack:
         await self._finish(row, status="done")
 
     async def _call(self, row: WriteRow) -> None:
+        if row.delete and row.record_id:
+            await self.client.delete(row.record_id)
+            return
         async with self.sessions() as session, session.begin():
             link = await session.scalar(
                 select(LeadLinkRow).where(

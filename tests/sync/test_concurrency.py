@@ -14,11 +14,15 @@ from onefunnel.shared.funnel import load_funnel
 from onefunnel.shared.settings import DatabaseSettings
 from onefunnel.shared.stages import Stage
 from onefunnel.sync.consumer import apply
+from onefunnel.sync.handler import Rules
 from onefunnel.sync.tables import AuditRow, LeadRow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 FUNNEL = load_funnel()
-WRITABLE = {SourceSystem.HUBSPOT: ObjectType.CONTACT, SourceSystem.SALESFORCE: ObjectType.LEAD}
+RULES = Rules(
+    funnel=FUNNEL,
+    writable={SourceSystem.HUBSPOT: ObjectType.CONTACT, SourceSystem.SALESFORCE: ObjectType.LEAD},
+)
 T0 = datetime(2026, 11, 20, 9, tzinfo=UTC)
 
 
@@ -44,16 +48,14 @@ async def test_changes_to_one_lead_from_both_systems_at_once_all_count_and_conve
     await migrate(engine, service="sync")
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     first = change(SourceSystem.HUBSPOT, Stage.LEAD, seconds=0)
-    await apply(sessions, first, funnel=FUNNEL, writable=WRITABLE)
+    await apply(sessions, first, rules=RULES)
     marketing = [change(SourceSystem.HUBSPOT, s, seconds=i) for i, s in enumerate([Stage.MQL] * 6, 1)]
     sales = [
         change(SourceSystem.SALESFORCE, s, seconds=10 + i)
         for i, s in enumerate([Stage.SAL, Stage.SQL, Stage.OPPORTUNITY, Stage.CUSTOMER] * 2)
     ]
 
-    handled = await asyncio.gather(
-        *(apply(sessions, e, funnel=FUNNEL, writable=WRITABLE) for e in marketing + sales)
-    )
+    handled = await asyncio.gather(*(apply(sessions, e, rules=RULES) for e in marketing + sales))
 
     async with sessions() as session:
         lead = await session.scalar(select(LeadRow).where(LeadRow.email == "same.person@example.com"))  # type: ignore[arg-type]

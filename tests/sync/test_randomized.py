@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
+from onefunnel.demo.flaky import DuplicatingTransport
 from onefunnel.shared.stages import Stage
 from tests.conftest import KafkaBroker
 from tests.sync.world import World, world
@@ -46,21 +46,6 @@ class Walk:
     backward_writes: int = 0
 
 
-class Duplicating(httpx.AsyncBaseTransport):
-    """Deliver some webhooks twice, as platforms do when an acknowledgement gets lost."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, *, rng: random.Random, share: float) -> None:
-        self.inner, self.rng, self.share, self.duplicated = inner, rng, share, 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
-        if self.rng.random() < self.share:
-            await response.aread()
-            self.duplicated += 1
-            response = await self.inner.handle_async_request(request)
-        return response
-
-
 @pytest.fixture
 async def shuffled_world(kafka: KafkaBroker, postgres_url: str) -> AsyncIterator[World]:
     async with world(
@@ -73,7 +58,7 @@ async def test_thousands_of_random_walks_converge_with_no_loss_no_double_count_a
     shuffled_world: World,
 ) -> None:
     w, rng = shuffled_world, random.Random(2026)
-    duplicating = Duplicating(w.ingest._transport, rng=rng, share=0.1)
+    duplicating = DuplicatingTransport(w.ingest._transport, rng=rng, share=0.1)
     w.ingest._transport = duplicating  # the fakes post through this client
     walks = [
         Walk(email=f"walker{n}@example.com", stage=rng.choice([Stage.SUBSCRIBER, Stage.LEAD]))

@@ -230,3 +230,26 @@ async def test_a_deleted_contact_is_unlinked_and_its_lead_keeps_no_personal_data
         purged = await session.get(LeadRow, lead.id)
     assert purged is not None and purged.email is None and purged.deleted_at is not None
     assert purged.stage == Stage.LEAD  # the anonymous funnel fact stays
+
+
+async def test_with_the_propagate_policy_a_contact_deleted_in_hubspot_is_deleted_in_salesforce(
+    kafka: KafkaBroker, postgres_url: str
+) -> None:
+    async with world(
+        bootstrap_servers=kafka.bootstrap_servers, database_url=postgres_url, propagate_deletes=True
+    ) as w:
+        contact, lead_id = await handed_off(w, "hedy@example.com")
+        lead = await w.lead("hedy@example.com")
+        deletion = {
+            **deliveries.hubspot_stage_change(int(contact), "lead"),
+            "subscriptionType": "contact.deletion",
+        }
+
+        path, headers, body = deliveries.hubspot(deliveries.hubspot_events(deletion))
+        assert (await w.ingest.post(path, headers=headers, content=body)).status_code == 200
+        await w.settle()
+
+        assert lead_id not in w.salesforce.snapshot()["Lead"]
+        async with w.sessions() as session:
+            purged = await session.get(LeadRow, lead.id)
+        assert purged is not None and purged.email is None and purged.deleted_at is not None

@@ -113,7 +113,12 @@ async def _count(session: AsyncSession, table: type, *where: object) -> int:
 
 @asynccontextmanager
 async def world(
-    *, bootstrap_servers: str, database_url: str, shuffle: bool = False, seed: int = 0
+    *,
+    bootstrap_servers: str,
+    database_url: str,
+    shuffle: bool = False,
+    seed: int = 0,
+    propagate_deletes: bool = False,
 ) -> AsyncIterator[World]:
     suffix = uuid.uuid4().hex[:8]
     topics = TopicSettings(
@@ -184,6 +189,7 @@ async def world(
                     clients=clients,
                     consumer_group=f"sync-{suffix}",
                     api_tokens=[API_TOKEN],
+                    propagate_deletes=propagate_deletes,
                 )
                 async with (
                     sync_app.router.lifespan_context(sync_app),

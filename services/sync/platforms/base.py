@@ -47,6 +47,10 @@ class PlatformClient(Protocol):
         """Set the record's lifecycle value; `backward` moves it to an earlier value (a recycle)."""
         ...
 
+    async def delete(self, record_id: str) -> None:
+        """Delete the record; one that is already gone counts as deleted."""
+        ...
+
     async def ready(self) -> bool:
         """Whether the platform answers with our credentials (readiness, not liveness)."""
         ...

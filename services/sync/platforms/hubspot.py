@@ -126,6 +126,10 @@ class HubSpotClient:
             await self._set_stage(record_id, "")
         await self._set_stage(record_id, stage_value)
 
+    async def delete(self, record_id: str) -> None:
+        """Archive the contact (HubSpot's delete); 204 whether or not it still existed."""
+        await self._call("DELETE", f"{_CONTACTS}/{quote(record_id, safe='')}", accept={404})
+
     async def ready(self) -> bool:
         """Whether HubSpot accepts our token: one read of the `lifecyclestage` definition, no retries."""
         try:

@@ -140,6 +140,14 @@ class SalesforceClient:
         await self._call("PATCH", f"/sobjects/Lead/{quote(record_id, safe='')}", json={"Status": stage_value})
         logger.info("salesforce lead status written", extra={"record_id": record_id, "stage": stage_value})
 
+    async def delete(self, record_id: str) -> None:
+        """Delete the lead (it goes to the Recycle Bin); a lead already gone counts as deleted."""
+        try:
+            await self._call("DELETE", f"/sobjects/Lead/{quote(record_id, safe='')}")
+        except PlatformError as error:
+            if error.code not in ("NOT_FOUND", "ENTITY_IS_DELETED"):
+                raise
+
     async def ready(self) -> bool:
         try:
             await self._request("GET", "/limits")  # cheap, and proves the token works for REST

@@ -1,5 +1,9 @@
 """The write-back worker: carry pending writes to one platform, in order, with retries.
 
+Replicas share the queue: a write is claimed (status `claimed`, with a lease) before it is made,
+and a lead whose write is in flight anywhere waits, so two replicas never make the same call and
+never reorder one lead's writes.
+
 Each write was committed with the change that caused it. The worker takes the oldest due write of
 each lead, calls the platform outside any transaction, then records the result: done (with the sync
 lag), failed (permanent: the platform's error is kept for GET /v1/sync/failures and `onefunnel
@@ -12,8 +16,10 @@ import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from onefunnel.sync import instruments
@@ -25,6 +31,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 20
 MAX_BACKOFF = timedelta(minutes=10)
+# A claimed write whose replica died is taken up again after this; a live replica finishes well within it.
+CLAIM_LEASE = timedelta(minutes=5)
+_TAKEABLE = ("pending", "claimed")  # with next_attempt_at due: a retry's time, or a claim's lease
 
 
 class WriteBack:
@@ -43,16 +52,25 @@ class WriteBack:
                 await asyncio.wait_for(wake.wait(), timeout=1.0)
 
     async def write_due(self) -> int:
-        """Make the due writes, one per lead at a time, concurrently across leads; return how many."""
+        """Claim and make the due writes, one per lead at a time, concurrently across leads; count them."""
         now = datetime.now(UTC)
         async with self.sessions() as session:
+            busy = aliased(
+                WriteRow
+            )  # a lead with a write in flight (here or in another replica) waits its turn
             rows = (
                 await session.scalars(
                     select(WriteRow)
                     .where(
-                        col(WriteRow.status) == "pending",
+                        col(WriteRow.status).in_(_TAKEABLE),  # a claim whose lease ran out is takeable again
                         col(WriteRow.system) == self.system,
                         col(WriteRow.next_attempt_at) <= now,
+                        ~exists().where(
+                            col(busy.lead_id) == col(WriteRow.lead_id),
+                            col(busy.system) == self.system,
+                            col(busy.status) == "claimed",
+                            col(busy.next_attempt_at) > now,
+                        ),
                     )
                     .order_by(col(WriteRow.id))
                     .limit(BATCH * 4)
@@ -61,15 +79,32 @@ class WriteBack:
             pending = await session.scalar(
                 select(func.count())
                 .select_from(WriteRow)
-                .where(col(WriteRow.status) == "pending", col(WriteRow.system) == self.system)
+                .where(col(WriteRow.status).in_(("pending", "claimed")), col(WriteRow.system) == self.system)
             )
         instruments.WRITES_PENDING.labels(self.system).set(pending or 0)
         first_per_lead: dict[object, WriteRow] = {}
         for row in rows:
             first_per_lead.setdefault(row.lead_id, row)
-        due = list(first_per_lead.values())[:BATCH]
+        due = [row for row in list(first_per_lead.values())[:BATCH] if await self._claim(row, now=now)]
         await asyncio.gather(*(self._write(row) for row in due))
         return len(due)
+
+    async def _claim(self, row: WriteRow, *, now: datetime) -> bool:
+        """Take the write until CLAIM_LEASE passes; False if another replica took it first."""
+        async with self.sessions() as session, session.begin():
+            result = await session.execute(
+                update(WriteRow)
+                .where(
+                    col(WriteRow.id) == row.id,
+                    col(WriteRow.status).in_(_TAKEABLE),
+                    col(WriteRow.next_attempt_at) <= now,
+                )
+                .values(status="claimed", next_attempt_at=now + CLAIM_LEASE)
+                .execution_options(synchronize_session=False)
+            )
+            # rowcount must be read before the transaction ends: aiosqlite closes the cursor with it.
+            claimed = bool(result.rowcount)  # type: ignore[attr-defined]
+        return claimed
 
     async def _write(self, row: WriteRow) -> None:
         operation = "delete" if row.delete else "create" if row.create else "write_stage"
@@ -116,20 +151,29 @@ class WriteBack:
                 await self.client.write_stage(record_id=record_id, stage_value=row.value, backward=False)
             else:
                 record_id = await self.client.create(email=email, stage_value=row.value)
-        async with self.sessions() as session, session.begin():
-            existing = await session.get(LeadLinkRow, (self.system, record_id))
-            if existing is None:
-                session.add(
-                    LeadLinkRow(
-                        system=self.system,
-                        record_id=record_id,
-                        object_type=self.client.object_type,
-                        lead_id=row.lead_id,
-                        stage_raw=row.value,
-                    )
-                )
-            else:
-                existing.stage_raw = row.value
+        await self._remember(row, record_id)
+
+    async def _remember(self, row: WriteRow, record_id: str) -> None:
+        """Link the record to the lead with the value just written (its own webhook may have linked it)."""
+        for _ in range(2):
+            try:
+                async with self.sessions() as session, session.begin():
+                    existing = await session.get(LeadLinkRow, (self.system, record_id))
+                    if existing is None:
+                        session.add(
+                            LeadLinkRow(
+                                system=self.system,
+                                record_id=record_id,
+                                object_type=self.client.object_type,
+                                lead_id=row.lead_id,
+                                stage_raw=row.value,
+                            )
+                        )
+                    else:
+                        existing.stage_raw = row.value
+                return
+            except IntegrityError:
+                continue  # the record's webhook linked it in the meantime: update that link instead
 
     async def _failed(self, row: WriteRow, error: PlatformError) -> None:
         if not error.retriable:
@@ -148,8 +192,9 @@ class WriteBack:
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(WriteRow)
-                .where(col(WriteRow.id) == row.id)
+                .where(col(WriteRow.id) == row.id, col(WriteRow.status) == "claimed")
                 .values(
+                    status="pending",
                     attempts=row.attempts + 1,
                     next_attempt_at=datetime.now(UTC) + backoff,
                     error_code=error.code,
@@ -161,7 +206,7 @@ class WriteBack:
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(WriteRow)
-                .where(col(WriteRow.id) == row.id, col(WriteRow.status) == "pending")
+                .where(col(WriteRow.id) == row.id, col(WriteRow.status) == "claimed")
                 .values(
                     status=status,
                     attempts=row.attempts + 1,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
 
 from onefunnel.shared.database import create_engine, migrate
 from onefunnel.shared.events import Changes, ObjectType, SourceEvent, SourceEventType, SourceSystem
@@ -15,7 +16,8 @@ from onefunnel.shared.settings import DatabaseSettings
 from onefunnel.shared.stages import Stage
 from onefunnel.sync.consumer import apply
 from onefunnel.sync.handler import Rules
-from onefunnel.sync.tables import AuditRow, LeadRow
+from onefunnel.sync.tables import AuditRow, LeadRow, WriteRow
+from onefunnel.sync.writer import WriteBack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 FUNNEL = load_funnel()
@@ -65,3 +67,45 @@ async def test_changes_to_one_lead_from_both_systems_at_once_all_count_and_conve
     assert {h.lead_id for h in handled} == {lead.id}
     assert audits == 1 + len(marketing) + len(sales)  # every event recorded exactly once
     assert lead.version == 1 + len(marketing) + len(sales)  # each one a version of its own
+
+
+async def test_two_replicas_never_make_the_same_write_twice(postgres_url: str) -> None:
+    engine = create_engine(DatabaseSettings(database_url=postgres_url))
+    await migrate(engine, service="sync")
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    now = datetime.now(UTC)
+    async with sessions() as session, session.begin():
+        for n in range(30):
+            session.add(
+                WriteRow(
+                    lead_id=uuid.uuid4(),
+                    system="hubspot",
+                    stage="sal",
+                    value="salesqualifiedlead",
+                    status="pending",
+                    next_attempt_at=now,
+                    cause_event_id=uuid.uuid4(),
+                    occurred_at=now,
+                    created_at=now,
+                    record_id=f"contact-{n}",
+                    delete=True,
+                )
+            )
+    calls: list[str] = []
+
+    class Recording:
+        system, object_type = SourceSystem.HUBSPOT, ObjectType.CONTACT
+
+        async def delete(self, record_id: str) -> None:
+            calls.append(record_id)
+            await asyncio.sleep(0.01)  # in flight while the other replica looks for work
+
+    replicas = [WriteBack(client=Recording(), sessions=sessions) for _ in range(2)]  # type: ignore[arg-type]
+    for _ in range(4):
+        await asyncio.gather(*(replica.write_due() for replica in replicas))
+    async with sessions() as session:
+        statuses = (await session.scalars(select(col(WriteRow.status)))).all()
+    await engine.dispose()
+
+    assert statuses == ["done"] * 30
+    assert len(calls) == len(set(calls)) == 30

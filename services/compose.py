@@ -50,11 +50,17 @@ def endpoints(
             clients=clients,
             consumer_group=s.sync.sync_consumer_group,
             api_tokens=s.api_tokens,
+            propagate_deletes=s.sync.delete_policy == "propagate",
         )
         built.append(Endpoint("sync", app, s.sync.sync_host, s.sync.sync_port))
     if "metrics" in names:
         app = create_metrics_app(
-            bus=s.bus, engine=s.engine, topics=s.topics, settings=s.metrics, funnel=s.funnel
+            bus=s.bus,
+            engine=s.engine,
+            topics=s.topics,
+            settings=s.metrics,
+            funnel=s.funnel,
+            api_tokens=s.api_tokens,
         )
         built.append(Endpoint("metrics", app, s.metrics.metrics_host, s.metrics.metrics_port))
     return built

@@ -96,7 +96,9 @@ async def test_each_transition_is_counted_once_even_when_delivered_twice(bus: Bu
 
     engine = create_engine(DatabaseSettings(database_url=url))
     await run_until_counted(
-        create_app(bus=bus, engine=engine, topics=topics, settings=settings, funnel=FUNNEL), url, 3
+        create_app(bus=bus, engine=engine, topics=topics, settings=settings, funnel=FUNNEL, api_tokens=[]),
+        url,
+        3,
     )
     await engine.dispose()
 
@@ -125,11 +127,15 @@ async def test_leads_in_stage_is_recomputed_from_the_facts_after_a_restart(
     await bus.publish(topics.topic_stage_changes, [envelope.encode(e, source="/test") for e in events])
     engine = create_engine(DatabaseSettings(database_url=url))
     await run_until_counted(
-        create_app(bus=bus, engine=engine, topics=topics, settings=settings, funnel=FUNNEL), url, 5
+        create_app(bus=bus, engine=engine, topics=topics, settings=settings, funnel=FUNNEL, api_tokens=[]),
+        url,
+        5,
     )
 
     instruments.LEADS_IN_STAGE.labels("mql").set(999)  # a restarted process starts from nothing
-    restarted = create_app(bus=bus, engine=engine, topics=topics, settings=settings, funnel=FUNNEL)
+    restarted = create_app(
+        bus=bus, engine=engine, topics=topics, settings=settings, funnel=FUNNEL, api_tokens=[]
+    )
     async with restarted.router.lifespan_context(restarted):
         await asyncio.sleep(0.5)
         async with httpx.AsyncClient(

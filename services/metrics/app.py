@@ -1,14 +1,16 @@
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from onefunnel.metrics.api.router import bi_router
 from onefunnel.metrics.consumer import run_counter
 from onefunnel.metrics.instruments import REGISTRY
 from onefunnel.metrics.settings import MetricsSettings
 from onefunnel.metrics.sla import run_sla_checks
+from onefunnel.shared.api_auth import bearer_auth
 from onefunnel.shared.bus import Bus
 from onefunnel.shared.database import database_ready, migrate
 from onefunnel.shared.funnel import Funnel
@@ -18,7 +20,13 @@ from onefunnel.shared.supervise import keep_running
 
 
 def create_app(
-    *, bus: Bus, engine: AsyncEngine, topics: TopicSettings, settings: MetricsSettings, funnel: Funnel
+    *,
+    bus: Bus,
+    engine: AsyncEngine,
+    topics: TopicSettings,
+    settings: MetricsSettings,
+    funnel: Funnel,
+    api_tokens: Sequence[str],
 ) -> FastAPI:
     """Build the metrics ASGI app; the caller owns the bus and the engine."""
     sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -64,4 +72,5 @@ def create_app(
     app.include_router(
         ops_router(registry=REGISTRY, checks={"bus": bus.ready, "database": lambda: database_ready(engine)})
     )
+    app.include_router(bi_router(sessions=sessions, auth=bearer_auth(api_tokens)))
     return app

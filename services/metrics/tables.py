@@ -23,6 +23,10 @@ class TransitionRow(MetricsTable, table=True):
         Index("ix_metrics_stage_transition_to_stage_occurred_at", "to_stage", "occurred_at"),
         Index("ix_metrics_stage_transition_campaign_occurred_at", "campaign", "occurred_at"),
         Index("ix_metrics_stage_transition_lead_id_occurred_at", "lead_id", "occurred_at"),
+        # A window's facts as an index-only range read (funnel, export), whatever the filters.
+        Index(
+            "ix_metrics_stage_transition_occurred_at_lead_id_to_stage", "occurred_at", "lead_id", "to_stage"
+        ),
     )
 
     event_id: UUID = Field(primary_key=True)

@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make run    the three services in one process on the embedded bus and SQLite
+#   make run    the demo: the three services in one process on the embedded bus and SQLite, with
+#               simulated HubSpot and Salesforce traffic and the live funnel
 #   make test   everything CI runs: lint, types, and the whole suite against real Kafka,
 #               PostgreSQL and Prometheus (installed and started as needed)
 PYTHON ?= python3
@@ -23,7 +24,7 @@ install-test: $(BIN)/python
 	$(BIN)/pip install --progress-bar off -e '.[test]' --config-settings editable_mode=strict
 
 run: install
-	$(BIN)/onefunnel run
+	$(BIN)/onefunnel demo
 
 lint:
 	@echo "==> ruff and mypy"

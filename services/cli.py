@@ -8,10 +8,14 @@ from typing import Annotated, TypeVar
 import typer
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
+from rich.console import Console
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from onefunnel import compose, serving
 from onefunnel.compose import Services
+from onefunnel.demo.command import api_token, default_state_dir
+from onefunnel.demo.command import run as run_demo
+from onefunnel.demo.run import DemoOptions, demo_world, remote_world
 from onefunnel.ingest.settings import IngestSettings
 from onefunnel.metrics.settings import MetricsSettings
 from onefunnel.shared import schema_files
@@ -123,6 +127,66 @@ def sync() -> None:
 def metrics() -> None:
     """Start the metrics service alone."""
     _start(["metrics"])
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float, typer.Option(min=5, help="Seconds of traffic (time-compressed journeys).")
+    ] = 60,
+    rate: Annotated[float, typer.Option(min=0.1, max=50, help="New leads per second.")] = 2,
+    seed: Annotated[
+        int, typer.Option(help="The same seed (and duration and rate) gives the same funnel.")
+    ] = 1,
+    keep_running: Annotated[
+        bool, typer.Option(help="Keep the services up after the traffic, for the BI API.")
+    ] = True,
+    against: Annotated[
+        str | None,
+        typer.Option(help="Play against a running stack's ingest URL instead of starting services."),
+    ] = None,
+    bi: Annotated[
+        str, typer.Option(help="With --against: the stack's metrics (BI API) URL.")
+    ] = "http://metrics:8002",
+    simulator_host: Annotated[
+        str, typer.Option(help="With --against: the address the simulators listen on.")
+    ] = "0.0.0.0",  # noqa: S104 (inside a container, for the stack's sync to reach them)
+    hubspot_port: Annotated[int, typer.Option(help="With --against: the HubSpot simulator's port.")] = 8010,
+    salesforce_port: Annotated[
+        int, typer.Option(help="With --against: the Salesforce simulator's port.")
+    ] = 8011,
+) -> None:
+    """Run everything with simulated HubSpot and Salesforce traffic and show the funnel live."""
+    configure_logging(LogSettings(log_level="WARNING", log_format="text"))
+    options = DemoOptions(
+        duration=duration,
+        rate=rate,
+        seed=seed,
+        state_dir=default_state_dir(seed),
+        api_token=api_token([t.get_secret_value() for t in load(ApiSettings).api_tokens]),
+        ingest=load(IngestSettings),
+        sync=load(SyncSettings),
+        metrics=load(MetricsSettings),
+    )
+    world = (
+        remote_world(
+            options,
+            against=against.rstrip("/"),
+            bi_url=bi.rstrip("/"),
+            simulator_host=simulator_host,
+            ports=(hubspot_port, salesforce_port),
+        )
+        if against
+        else demo_world(options)
+    )
+    try:
+        asyncio.run(run_demo(options, console=Console(), keep_running=keep_running, world=world))
+    except ValueError as error:  # the configuration --against needs is missing
+        typer.echo(f"onefunnel: {error}", err=True)
+        raise typer.Exit(2) from None
+    except serving.StartupFailed as error:
+        typer.echo(f"onefunnel: {error}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("migrate")

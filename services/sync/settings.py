@@ -40,7 +40,9 @@ class SyncSettings(BaseSettings):
     salesforce_instance_url: str | None = Field(
         default=None, description="Salesforce instance URL; default: the one the token answer names."
     )
-    salesforce_api_version: str = Field(default="v62.0", description="Salesforce REST API version.")
+    salesforce_api_version: str = Field(
+        default="62.0", pattern=r"^\d+\.0$", description="Salesforce REST API version, e.g. 62.0."
+    )
     salesforce_requests_per_second: float = Field(
         default=10.0, gt=0, description="Client-side limit for Salesforce."
     )

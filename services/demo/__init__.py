@@ -1,0 +1,1 @@
+"""`onefunnel demo`: the whole loop on one machine, with simulated HubSpot and Salesforce traffic."""

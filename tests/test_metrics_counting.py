@@ -63,14 +63,20 @@ async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
 
 
 async def run_until_counted(app: FastAPI, engine_url: str, expected: int) -> None:
+    """Run the app until `expected` facts are stored and every consumed message was counted."""
     engine = create_engine(DatabaseSettings(database_url=engine_url))
-    async with asyncio.timeout(30), app.router.lifespan_context(app):
+    consumed = sample("onefunnel_metrics_events_consumed_total", result="new")
+    async with asyncio.timeout(60), app.router.lifespan_context(app):
         while True:
             async with engine.connect() as connection:
-                if (await connection.scalar(select(func.count()).select_from(TransitionRow))) == expected:
-                    break
+                stored = await connection.scalar(select(func.count()).select_from(TransitionRow))
+            # the counters move right after the batch's facts commit: wait for them too, never a fixed sleep
+            if (
+                stored == expected
+                and sample("onefunnel_metrics_events_consumed_total", result="new") > consumed
+            ):
+                break
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.3)  # the batch's counters are updated right after its facts commit
     await engine.dispose()
 
 
@@ -136,12 +142,14 @@ async def test_leads_in_stage_is_recomputed_from_the_facts_after_a_restart(
     restarted = create_app(
         bus=bus, engine=engine, topics=topics, settings=settings, funnel=FUNNEL, api_tokens=[]
     )
-    async with restarted.router.lifespan_context(restarted):
-        await asyncio.sleep(0.5)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=restarted), base_url="http://m"
-        ) as client:
-            exposition = (await client.get("/metrics")).text
+    async with (
+        asyncio.timeout(60),
+        restarted.router.lifespan_context(restarted),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=restarted), base_url="http://m") as client,
+    ):
+        while sample("onefunnel_leads_in_stage", stage="mql") == 999:  # noqa: ASYNC110 (until the counter sets it)
+            await asyncio.sleep(0.1)
+        exposition = (await client.get("/metrics")).text
     await engine.dispose()
 
     assert 'onefunnel_leads_in_stage{stage="mql"} 2.0' in exposition

@@ -7,6 +7,7 @@ Prometheus counters reset on restart; the facts do not. The BI API reads only fa
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from uuid import UUID
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,40 +34,50 @@ def utc(moment: datetime) -> datetime:
 
 
 async def record(session: AsyncSession, events: Sequence[LeadStageChanged]) -> list[Counted]:
-    """Store the transitions not stored yet (deduplicated by event id) and return those."""
-    counted = []
-    for event in events:
-        if await session.get(TransitionRow, event.id) is not None:
-            continue
-        facts = col(TransitionRow.lead_id) == event.lead_id
-        previous = await session.scalar(
-            select(TransitionRow)
-            .where(facts, col(TransitionRow.occurred_at) <= event.occurred_at)
-            .order_by(col(TransitionRow.occurred_at).desc(), col(TransitionRow.recorded_at).desc())
-            .limit(1)
-        )
-        later = await session.scalar(
-            select(func.count())
-            .select_from(TransitionRow)
-            .where(facts, col(TransitionRow.occurred_at) > event.occurred_at)
-        )
-        session.add(
-            TransitionRow(
-                event_id=event.id,
-                lead_id=event.lead_id,
-                from_stage=event.from_stage,
-                to_stage=event.to_stage,
-                occurred_at=event.occurred_at,
-                recorded_at=event.recorded_at,
-                cause_system=event.cause.system,
-                campaign=event.attribution.campaign,
-                lead_source=event.attribution.lead_source,
-                origin_system=event.attribution.origin_system,
-                owner_id=event.owner_id,
+    """Store the transitions not stored yet (deduplicated by event id) and return those.
+
+    A batch costs three round trips whatever its size: which ids are stored, the facts of the
+    batch's leads, and one insert of the new rows. Time in stage and each lead's current stage are
+    worked out against those facts and the batch's own earlier transitions, in source-time order.
+    """
+    ids = {event.id for event in events}
+    stored = set(
+        (
+            await session.scalars(
+                select(col(TransitionRow.event_id)).where(col(TransitionRow.event_id).in_(ids))
             )
+        ).all()
+    )
+    fresh = list({event.id: event for event in events if event.id not in stored}.values())
+    if not fresh:
+        return []
+    leads = {event.lead_id for event in fresh}
+    known: dict[UUID, list[TransitionRow]] = {}
+    for row in (
+        await session.scalars(select(TransitionRow).where(col(TransitionRow.lead_id).in_(leads)))
+    ).all():
+        known.setdefault(row.lead_id, []).append(row)
+    counted, rows = [], []
+    for event in fresh:
+        facts = known.setdefault(event.lead_id, [])
+        earlier = [f for f in facts if utc(f.occurred_at) <= event.occurred_at]
+        previous = max(earlier, key=lambda f: (utc(f.occurred_at), utc(f.recorded_at)), default=None)
+        is_latest = not any(utc(f.occurred_at) > event.occurred_at for f in facts)
+        row = TransitionRow(
+            event_id=event.id,
+            lead_id=event.lead_id,
+            from_stage=event.from_stage,
+            to_stage=event.to_stage,
+            occurred_at=event.occurred_at,
+            recorded_at=event.recorded_at,
+            cause_system=event.cause.system,
+            campaign=event.attribution.campaign,
+            lead_source=event.attribution.lead_source,
+            origin_system=event.attribution.origin_system,
+            owner_id=event.owner_id,
         )
-        await session.flush()
-        is_latest = not later
+        facts.append(row)
+        rows.append(row)
         counted.append(
             Counted(
                 event=event,
@@ -75,6 +86,8 @@ async def record(session: AsyncSession, events: Sequence[LeadStageChanged]) -> l
                 replaced_stage=previous.to_stage if previous is not None and is_latest else None,
             )
         )
+    session.add_all(rows)
+    await session.flush()
     return counted
 
 

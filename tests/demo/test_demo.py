@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from onefunnel.demo.run import DemoOptions, demo_world, drive, remote_world
+from onefunnel.demo.run import Demo, DemoOptions, demo_world, drive, remote_world
 from onefunnel.demo.snapshot import fetch_snapshot
 from onefunnel.demo.view import Snapshot
 from onefunnel.ingest.settings import IngestSettings
@@ -37,14 +37,26 @@ def options(state: Path, *, seed: int) -> DemoOptions:
     )
 
 
+async def settled(demo: Demo, chosen: DemoOptions, *, since: datetime) -> Snapshot:
+    """The snapshot once the last webhooks and write-backs have landed: unchanged for 3 s in a row."""
+    last, quiet = None, 0
+    async with asyncio.timeout(90):
+        while quiet < 3:
+            await asyncio.sleep(1)
+            shown = await fetch_snapshot(demo, chosen, since=since)
+            now = ({s: line.entries for s, line in shown.stages.items()}, shown.campaigns)
+            quiet = quiet + 1 if now == last else 0
+            last = now
+    return shown
+
+
 async def play(chosen: DemoOptions) -> tuple[Snapshot, dict[str, Any], dict[str, Any]]:
     """Run a whole demo; return what it would show, and the BI API's own answers for the same window."""
     since = datetime.now(UTC)
     async with demo_world(chosen) as (demo, _server):
         async with asyncio.timeout(120):
             await drive(demo, chosen)
-        await asyncio.sleep(3)  # the last webhooks and write-backs land
-        shown = await fetch_snapshot(demo, chosen, since=since)
+        shown = await settled(demo, chosen, since=since)
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(base_url=demo.urls["metrics"], headers=headers) as api:
             funnel = (await api.get("/v1/funnel", params={"from": since.isoformat(), "limit": "1000"})).json()
@@ -115,8 +127,7 @@ async def test_the_simulators_profile_plays_against_a_running_stack(tmp_path: Pa
         async with world as (demo, _server):
             async with asyncio.timeout(120):
                 await drive(demo, chosen)
-            await asyncio.sleep(3)
-            shown = await fetch_snapshot(demo, chosen, since=since)
+            shown = await settled(demo, chosen, since=since)
     finally:
         stack.terminate()
         stack.wait(20)

@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--bootstrap", help="use this Kafka instead of starting one")
     parser.add_argument("--quiet-wait", type=float, default=30.0, help="seconds to wait for a quiet machine")
     parser.add_argument("--retries", type=int, default=2, help="measure a disturbed phase again")
+    parser.add_argument(
+        "--patience", type=float, default=300.0, help="seconds the whole run may spend on those two"
+    )
     parser.add_argument("--json", type=Path, help="also write every result to this file")
     parser.add_argument(
         "--profile", action="store_true", help="instead: profile ingest under load (pip install pyinstrument)"
@@ -53,7 +56,7 @@ def main() -> None:
     ceiling.add_argument("--port", type=int, required=True)
     serve_ingest = internal.add_parser("serve-ingest")
     serve_ingest.add_argument("--stack", required=True)
-    serve_ingest.add_argument("--profile", type=Path, help="record a pyinstrument session into this file")
+    serve_ingest.add_argument("--profile-to", type=Path, help="record a pyinstrument session into this file")
     load, produce = internal.add_parser("load"), internal.add_parser("produce")
     for sub in (load, produce):
         sub.add_argument("--batch", type=int, required=True)
@@ -73,10 +76,10 @@ def main() -> None:
         import ingest_servers
 
         ingest_servers.serve_ceiling(stack=args.stack, port=args.port)
-    elif args.command == "serve-ingest" and args.profile:
+    elif args.command == "serve-ingest" and args.profile_to:
         import ingest_profile
 
-        ingest_profile.serve_profiled(stack=args.stack, out=args.profile)
+        ingest_profile.serve_profiled(stack=args.stack, out=args.profile_to)
     elif args.command == "serve-ingest":
         import ingest_servers
 
@@ -153,6 +156,7 @@ def _benchmark(args: argparse.Namespace) -> None:
     batches = [int(b) for b in args.batches.split(",")]
     if args.profile and importlib.util.find_spec("pyinstrument") is None:
         raise SystemExit("--profile needs pyinstrument: .venv/bin/pip install pyinstrument")
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress, even into a file
     # SIGTERM unwinds like Ctrl-C, so the with block below stops what was started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="onefunnel-bench-"))

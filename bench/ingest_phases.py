@@ -3,8 +3,11 @@
 Every load generator and producer runs in a process of its own (`ingest.py load|produce`), so the
 process under test has one core to itself as far as the machine allows. A phase charges each
 process the CPU it used meanwhile; what the machine spent beyond them is `other` (the kernel's
-loopback work, and anything else running on a shared machine). A phase during which `other`
-exceeds DISTURBED_CORES is measured again, up to `retries` times, keeping the least disturbed run.
+loopback work, and anything else running on a shared machine). Each phase waits up to
+`quiet_wait` seconds for a quiet machine, and a phase during which `other` exceeded DISTURBED_CORES
+is measured again, up to `retries` times, keeping the least disturbed run; all of this waiting and
+re-measuring together stops once it has cost `patience` seconds, so a busy machine cannot stretch
+the run without bound.
 """
 
 import argparse
@@ -39,6 +42,7 @@ class Phases:
         self.published: dict[str, tuple[int, int]] = {}  # stack: (events on the topic, 2xx events)
         self._acknowledged: Counter[str] = Counter()  # 2xx events by stack, repeated runs included
         self._phase = 0
+        self._patience = args.patience  # seconds left for waiting and re-measuring
 
     def ceiling(self, *, stack: str, batches: list[int]) -> None:
         port = free_port()
@@ -73,10 +77,9 @@ class Phases:
         session = self.processes.work / f"ingest-{stack}-{batch}.pyisession"
         process = self._start_ingest(stack=stack, port=port, topic=topic, profile=session)
         try:
-            argv = ["load", "--port", str(port)]
-            result = self._run_once(
-                argv, stack=stack, server="ingest", batch=batch, pid=process.pid, rate=None
-            )
+            self._wait_for_quiet()
+            argv, pid = ["load", "--port", str(port)], process.pid
+            result = self._run_once(argv, stack=stack, server="ingest", batch=batch, pid=pid, rate=None)
         finally:
             self.processes.stop(process)
         print(f"ingest on the {stack} stack, batch {batch}, under pyinstrument (slower than unprofiled):")
@@ -89,7 +92,7 @@ class Phases:
     ) -> "subprocess.Popen[bytes]":
         argv = [str(HERE / "ingest.py"), "serve-ingest", "--stack", stack]
         if profile is not None:
-            argv += ["--profile", str(profile)]
+            argv += ["--profile-to", str(profile)]
         process = self.processes.start_python(f"ingest-{stack}", argv, env=self._ingest_env(port, topic))
         # Ready means the producer is connected and the topics exist.
         self.processes.wait_until_answers(process, port=port, path="/readyz")
@@ -135,23 +138,31 @@ class Phases:
             if attempt:
                 other = attempts[-1].cpu["other"]
                 print(f"{attempts[-1].progress_line()}\n    disturbed (other {other:.0%}); again")
+            self._wait_for_quiet()
+            started = time.monotonic()
             result = self._run_once(argv, stack=stack, server=server, batch=batch, pid=pid, rate=rate)
+            if attempt:
+                self._patience -= time.monotonic() - started
             attempts.append(result)
             if server == "ingest":
                 self._acknowledged[stack] += result.acknowledged * batch
-            if result.cpu["other"] <= DISTURBED_CORES:
+            if result.cpu["other"] <= DISTURBED_CORES or self._patience <= 0:
                 break
         chosen = min(attempts, key=lambda r: r.cpu["other"])
         self.results.append(chosen)
         print(chosen.progress_line(), flush=True)
         return chosen
 
+    def _wait_for_quiet(self) -> None:
+        started = time.monotonic()
+        busy = wait_for_quiet(below=QUIET_CORES, timeout=min(self.args.quiet_wait, max(0.0, self._patience)))
+        self._patience -= max(0.0, time.monotonic() - started - 1.0)  # one second's look is always due
+        if busy >= QUIET_CORES:
+            print(f"  (machine still {busy:.0%} busy before this phase)")
+
     def _run_once(
         self, argv: list[str], *, stack: str, server: str, batch: int, pid: int | None, rate: float | None
     ) -> Result:
-        busy = wait_for_quiet(below=QUIET_CORES, timeout=self.args.quiet_wait)
-        if busy >= QUIET_CORES:
-            print(f"  (machine still {busy:.0%} busy before this phase)")
         self._phase += 1
         argv = [
             *argv,

@@ -1,4 +1,4 @@
-"""The funnel of a window: entries per stage and stage-to-stage conversions, in one set-based query.
+"""The funnel of a window: entries per stage and stage-to-stage conversions.
 
 Definitions, per group (the whole window when ungrouped):
 - entries into S: facts with `to_stage` = S, `occurred_at` in the group's part of [from, to), matching
@@ -11,104 +11,164 @@ Definitions, per group (the whole window when ungrouped):
 Rows follow the canonical funnel order, then the side states (entries and leads only). Each funnel
 stage has the conversion from the previous funnel stage and from the base stage (itself: rate 1).
 
-One statement: a pass over the window's facts counts the entries; another folds each lead into its
-first entry per stage and its last entry per funnel stage (aggregates with FILTER, SQLite >= 3.30),
-and an outer aggregate counts leads and conversions from those rows. Its cost grows with the facts
-in the window (not with the table), read through the (occurred_at, ...) or the campaign index.
+How it is counted: each lead into S is counted at its first entry into S in the group, and
+converted when that entry's `next_T_at` (its lead's next entry into T) is before `to`. A lead's
+first entry into S ever (`first_entry`) is always that one, so the whole UTC days of the window are
+summed from the daily rollup (`metrics_funnel_day`), less the conversions that happened at or after
+`to`; the partial days at either end, and the re-entries (a lead entering S again) of the whole
+days, are counted from the facts. The cost grows with the days and the facts of the partial days,
+not with the facts of the window. The owner filter is not in the rollup: with it, every fact of the
+window is read.
 """
 
-from collections.abc import Mapping
-from datetime import datetime
+from collections import Counter
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Subquery, func, select, true
+from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql.elements import ColumnElement, Label
 from sqlmodel import col
 
-from onefunnel.metrics.api.funnel_rows import FunnelRow, pairs, rows
+from onefunnel.metrics.api.funnel_rows import FunnelRow, rows
 from onefunnel.metrics.api.groups import Groups
 from onefunnel.metrics.api.params import Filters
+from onefunnel.metrics.api.periods import period_of
 from onefunnel.metrics.api.scope import Facts, between, matching
-from onefunnel.metrics.tables import TransitionRow
-from onefunnel.shared.stages import FUNNEL, Stage
+from onefunnel.metrics.rollup import LATER, MEASURES
+from onefunnel.metrics.tables import FunnelDayRow, TransitionRow
+from onefunnel.shared.stages import Stage
+
+Query = Select[*tuple[Any, ...]]
+Counts = dict[str, Counter[str]]  # group key -> entries_S, leads_S, converted_S_T
 
 
-def _firsts(facts: Facts, condition: list[ColumnElement[bool]]) -> list[Label[Any]]:
-    return [
-        func.min(col(facts.occurred_at))
-        .filter(col(facts.to_stage) == s.value, *condition)
-        .label(f"first_{s}")
-        for s in Stage
-    ]
+def _whole_days(start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
+    """The UTC midnights bounding the whole days inside [start, end), if there is one."""
+    first = datetime.combine(start.date(), time(), start.tzinfo)
+    first += timedelta(days=0 if first == start else 1)
+    last = datetime.combine(end.date(), time(), end.tzinfo)
+    return (first, last) if first < last else None
 
 
-def _lasts(facts: Facts) -> list[Label[Any]]:
-    return [
-        func.max(col(facts.occurred_at)).filter(col(facts.to_stage) == s.value).label(f"last_{s}")
-        for s in FUNNEL[1:]
-    ]
+def _group(facts: Facts, groups: Groups) -> list[ColumnElement[str]]:
+    """The SQL group key of a fact (none when ungrouped: the one group is '')."""
+    return [groups.key(facts)] if groups.key is not None else []
 
 
-def _entries(*, groups: Groups, filters: Filters) -> Subquery:
-    """Entries per stage (columns), per group."""
-    facts = aliased(TransitionRow)
-    by = [groups.key(facts)] if groups.key is not None else []
-    counts = [func.count().filter(col(facts.to_stage) == s.value).label(f"entries_{s}") for s in Stage]
+def _counted(facts: Facts, *, groups: Groups, filters: Filters) -> ColumnElement[bool]:
+    """SQL: the fact is its lead's first entry into its stage in its group (of the matching facts)."""
+    earlier = aliased(TransitionRow)
+    same_group = [groups.key(earlier) == groups.key(facts)] if groups.key is not None else []
+    return or_(
+        col(facts.first_entry),
+        ~exists().where(
+            col(earlier.lead_id) == col(facts.lead_id),
+            col(earlier.to_stage) == col(facts.to_stage),
+            or_(
+                col(earlier.occurred_at) < col(facts.occurred_at),
+                and_(
+                    col(earlier.occurred_at) == col(facts.occurred_at),
+                    col(earlier.event_id) < col(facts.event_id),
+                ),
+            ),
+            col(earlier.occurred_at) >= groups.start,
+            *matching(earlier, filters),
+            *same_group,
+        ),
+    )
+
+
+def _next(facts: Facts, stage: str) -> Any:
+    """SQL: the fact's lead's next entry into `stage` (at or after the fact)."""
+    return col(getattr(facts, f"next_{stage}_at"))
+
+
+def _from_facts(facts: Facts, *, groups: Groups, end: datetime, filters: Filters, entries: bool) -> Query:
+    """Entries (or none), leads and conversions before `end`, counted fact by fact."""
+    counted = _counted(facts, groups=groups, filters=filters)
+    by = _group(facts, groups)
     return (
-        select(*(key.label("g") for key in by), *counts)
-        .where(*between(facts, groups.start, groups.end), *matching(facts, filters), *groups.bounds(facts))
-        .group_by(*by)
-        .subquery("entries")
-    )
-
-
-def _per_lead(*, groups: Groups, end: datetime, filters: Filters) -> Subquery:
-    """One row per lead (per group and lead when grouped): its first entries and its last entries."""
-    if groups.key is None:
-        facts, chosen = aliased(TransitionRow), aliased(TransitionRow)
-        scope = between(facts, groups.start, end)
-        if filters != Filters():  # only the leads with a matching fact, found by the campaign index
-            matched = select(col(chosen.lead_id)).where(
-                *between(chosen, groups.start, end), *matching(chosen, filters)
-            )
-            scope.append(col(facts.lead_id).in_(matched))
-        per_lead = select(*_firsts(facts, matching(facts, filters)), *_lasts(facts)).where(*scope)
-        return per_lead.group_by(col(facts.lead_id)).subquery("per_lead")
-    entered = aliased(TransitionRow)
-    per_group = (
-        select(groups.key(entered).label("g"), col(entered.lead_id).label("lead_id"), *_firsts(entered, []))
-        .where(
-            *between(entered, groups.start, groups.end), *matching(entered, filters), *groups.bounds(entered)
+        select(
+            *(key.label("g") for key in by),
+            col(facts.to_stage).label("stage"),
+            (func.count() if entries else literal(0)).label("entries"),
+            func.count().filter(counted).label("leads"),
+            *(
+                func.count().filter(counted, getattr(facts, f"next_{t}_at") < end).label(f"to_{t}")
+                for t in LATER
+            ),
         )
-        .group_by(groups.key(entered), col(entered.lead_id))
-        .cte("per_group")
+        .where(*matching(facts, filters), *groups.bounds(facts))
+        .group_by(*by, col(facts.to_stage))
     )
-    reached = aliased(TransitionRow)
-    scope = between(reached, groups.start, end)
-    if filters != Filters():  # few leads: read just theirs, by the lead_id index
-        scope.append(col(reached.lead_id).in_(select(per_group.c.lead_id)))
-    later = (
-        select(col(reached.lead_id).label("lead_id"), *_lasts(reached))
-        .where(*scope)
-        .group_by(col(reached.lead_id))
-        .cte("later")
-    )
-    lasts = [later.c[f"last_{s}"] for s in FUNNEL[1:]]
-    joined = select(per_group, *lasts).join_from(per_group, later, per_group.c.lead_id == later.c.lead_id)
-    return joined.subquery("per_lead")
 
 
-def _conversions(per_lead: Subquery, *, grouped: bool, base: Stage) -> Subquery:
-    """Leads per stage and converted leads per needed pair of stages, per group."""
-    by = [per_lead.c.g] if grouped else []
-    counts = [func.count(per_lead.c[f"first_{s}"]).label(f"leads_{s}") for s in Stage]
-    counts += [
-        func.count().filter(per_lead.c[f"last_{t}"] >= per_lead.c[f"first_{s}"]).label(f"converted_{s}_{t}")
-        for s, t in pairs(base)
-    ]
-    return select(*by, *counts).group_by(*by).subquery("conversions")
+def _late(
+    facts: Facts, *, groups: Groups, days: tuple[datetime, datetime], end: datetime, filters: Filters
+) -> Query:
+    """The rollup's conversions (of first entries in `days`) that happened at or after `end`."""
+    after = aliased(TransitionRow)
+    by = _group(facts, groups)
+    return (
+        select(
+            *(key.label("g") for key in by),
+            col(facts.to_stage).label("stage"),
+            literal(0).label("entries"),
+            literal(0).label("leads"),
+            *(func.count().filter(_next(facts, t) >= end).label(f"to_{t}") for t in LATER),
+        )
+        .where(
+            col(facts.first_entry),
+            *between(facts, *days),
+            *matching(facts, filters),
+            *groups.bounds(facts),
+            # only leads with a fact at or after `end`: none for a window ending now
+            col(facts.lead_id).in_(select(col(after.lead_id)).where(col(after.occurred_at) >= end)),
+        )
+        .group_by(*by, col(facts.to_stage))
+    )
+
+
+def _rollup(*, groups: Groups, days: tuple[datetime, datetime], filters: Filters) -> Query:
+    """The rollup's sums over `days` (first entries: leads, and conversions at any time), per day
+    when grouped by period (the days are put in their periods in Python)."""
+    day = col(FunnelDayRow.day)
+    by: list[Any] = [day] if groups.period is not None else [*_group(FunnelDayRow, groups)]
+    return (
+        select(
+            *(key.label("g") for key in by),
+            col(FunnelDayRow.stage).label("stage"),
+            *(func.sum(getattr(FunnelDayRow, m)).label(m) for m in MEASURES),
+        )
+        .where(
+            day >= days[0].date(),
+            day < days[1].date(),
+            *matching(FunnelDayRow, filters),
+            *groups.bounds(FunnelDayRow),
+        )
+        .group_by(*by, col(FunnelDayRow.stage))
+    )
+
+
+def _period_key(day: date | str, groups: Groups) -> str:
+    assert groups.period is not None
+    first = date.fromisoformat(day) if isinstance(day, str) else day
+    return period_of(datetime.combine(first, time(), groups.start.tzinfo), groups.period).date().isoformat()
+
+
+async def _add(session: AsyncSession, counts: Counts, query: Query, *, groups: Groups, sign: int = 1) -> None:
+    """Add (or subtract) a query's per-group, per-stage measures to the counts."""
+    for row in (await session.execute(query)).mappings():
+        key = row.get("g", "")
+        if isinstance(key, date):  # a rollup day, when grouped by period
+            key = _period_key(key, groups)
+        counted = counts.setdefault(key, Counter())
+        stage = row["stage"]
+        counted[f"entries_{stage}"] += sign * int(row["entries"] or 0)
+        counted[f"leads_{stage}"] += sign * int(row["leads"] or 0)
+        for t in LATER:
+            counted[f"converted_{stage}_{t}"] += sign * int(row[f"to_{t}"] or 0)
 
 
 async def funnel(
@@ -117,11 +177,24 @@ async def funnel(
     """The rows of the page of groups `groups`, counting entries into T before `end`."""
     if not groups.keys:
         return []
-    grouped = groups.key is not None
-    entries = _entries(groups=groups, filters=filters)
-    conversions = _conversions(_per_lead(groups=groups, end=end, filters=filters), grouped=grouped, base=base)
-    counted = [c for c in conversions.c if c.name != "g"]
-    joined = entries.c.g == conversions.c.g if grouped else true()
-    result = await session.execute(select(entries, *counted).join_from(entries, conversions, joined))
-    found: dict[str, Mapping[str, Any]] = {row.g if grouped else "": row._asdict() for row in result}
-    return [row for key in groups.keys for row in rows(groups.label(key), found.get(key, {}), base)]
+    counts: Counts = {}
+    facts = aliased(TransitionRow)
+    days = _whole_days(groups.start, groups.end) if filters.owner_id is None else None
+
+    def counted(*, entries: bool) -> Query:
+        return _from_facts(facts, groups=groups, end=end, filters=filters, entries=entries)
+
+    if days is None:
+        whole = counted(entries=True).where(*between(facts, groups.start, groups.end))
+        await _add(session, counts, whole, groups=groups)
+    else:
+        await _add(session, counts, _rollup(groups=groups, days=days, filters=filters), groups=groups)
+        late = _late(facts, groups=groups, days=days, end=end, filters=filters)
+        await _add(session, counts, late, groups=groups, sign=-1)
+        reentries = counted(entries=False).where(*between(facts, *days), ~col(facts.first_entry))
+        await _add(session, counts, reentries, groups=groups)
+        for start, stop in ((groups.start, days[0]), (days[1], groups.end)):
+            if start < stop:
+                edge = counted(entries=True).where(*between(facts, start, stop))
+                await _add(session, counts, edge, groups=groups)
+    return [row for key in groups.keys for row in rows(groups.label(key), counts.get(key, {}), base)]

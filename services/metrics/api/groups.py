@@ -48,6 +48,7 @@ class Groups:
     key: Callable[[Facts], ColumnElement[str]] | None = None  # SQL: a fact's group; None: ungrouped
     bounds: Callable[[Facts], list[ColumnElement[bool]]] = field(default=_unbounded)
     next_cursor: str | None = None
+    period: Period | None = None  # the groups' period, when grouped by one
 
     def label(self, key: str) -> str | None:
         """The group's name in a response: null for the facts without a campaign."""
@@ -95,6 +96,7 @@ def periods_page(period: Period, *, window: Window, paging: Paging) -> Groups:
         end=min(window.end, shown[-1][1]),
         key=lambda facts: period_start(col(facts.occurred_at), period),
         next_cursor=cursors.encode(period.value, keys[-1]) if len(spans) > paging.limit else None,
+        period=period,
     )
 
 

@@ -1,9 +1,11 @@
-"""The sync consumer loop: decode -> handle in one transaction -> commit the offset.
+"""The sync consumer loop: decode -> handle the batch in one transaction -> commit the offsets.
 
-At least once: offsets are committed only after the batch's transactions committed, and the inbox
-makes a redelivered event a no-op. A message that cannot be decoded, or whose handling keeps
-failing for a reason other than a concurrent update, goes to the dead-letter topic with the reason
-and the partition moves on: one poison message never wedges a lead's partition.
+At least once: offsets are committed only after the batch's transaction committed, and the inbox
+makes a redelivered event a no-op. A batch whose transaction fails (a concurrent update of one of
+its leads, a poison event) is rolled back and handled again one event per transaction: a message
+that cannot be decoded, or whose handling keeps failing for a reason other than a concurrent
+update, goes to the dead-letter topic with the reason and the partition moves on, so one poison
+message never wedges a lead's partition.
 """
 
 import asyncio
@@ -38,16 +40,53 @@ async def run_consumer(
     """Consume source events until cancelled."""
     async with bus.subscribe([topics.topic_source_events], group=group) as subscription:
         async for batch in subscription.batches(max_records=200, max_wait=1.0):
-            for message in batch:
-                await _process(message, bus=bus, topics=topics, sessions=sessions, rules=rules)
+            events = [(m, await _decode(m, bus=bus, topics=topics)) for m in batch]
+            decoded = [(m, e) for m, e in events if e is not None]
+            handled = await _apply_all(sessions, [e for _, e in decoded], rules=rules)
+            if handled is None:  # one event per transaction, each retried, a poison one dead-lettered
+                for message, event in decoded:
+                    await _process(message, event, bus=bus, topics=topics, sessions=sessions, rules=rules)
+            else:
+                for (_, event), result in zip(decoded, handled, strict=True):
+                    _count(event, result)
             if batch:
                 await subscription.commit(batch)
                 on_change()
             instruments.CONSUMER_LAG.labels("sync").set(await subscription.lag())
 
 
+async def _decode(message: Message, *, bus: Bus, topics: TopicSettings) -> SourceEvent | None:
+    try:
+        event = envelope.decode(message)
+    except envelope.EnvelopeError as error:
+        await _dead_letter(bus, topics, message, reason="undecodable", detail=str(error))
+        return None
+    if not isinstance(event, SourceEvent):
+        await _dead_letter(bus, topics, message, reason="undecodable", detail="not a SourceEvent")
+        return None
+    return event
+
+
+async def _apply_all(
+    sessions: async_sessionmaker[AsyncSession], events: list[SourceEvent], *, rules: Rules
+) -> list[Handled] | None:
+    """Handle `events` in order in one transaction; None if it failed (and nothing of it was kept)."""
+    if not events:
+        return []
+    try:
+        async with sessions() as session, session.begin():
+            now = datetime.now(UTC)
+            return [await handle(session, event, rules=rules, now=now) for event in events]
+    except (Conflict, IntegrityError):
+        return None
+    except Exception:  # a bug or a poison event: each event alone will tell which
+        log.warning("batch of %d events failed; handling them one by one", len(events), exc_info=True)
+        return None
+
+
 async def _process(
     message: Message,
+    event: SourceEvent,
     *,
     bus: Bus,
     topics: TopicSettings,
@@ -55,19 +94,15 @@ async def _process(
     rules: Rules,
 ) -> None:
     try:
-        event = envelope.decode(message)
-    except envelope.EnvelopeError as error:
-        await _dead_letter(bus, topics, message, reason="undecodable", detail=str(error))
-        return
-    if not isinstance(event, SourceEvent):
-        await _dead_letter(bus, topics, message, reason="undecodable", detail="not a SourceEvent")
-        return
-    try:
         handled = await apply(sessions, event, rules=rules)
     except Exception as error:  # a bug or a poison event: park it, keep the partition moving
         log.exception("cannot process event %s", event.id)
         await _dead_letter(bus, topics, message, reason="unprocessable", detail=type(error).__name__)
         return
+    _count(event, handled)
+
+
+def _count(event: SourceEvent, handled: Handled) -> None:
     instruments.EVENTS_PROCESSED.labels(handled.outcome).inc()
     log.info(
         "event %s %s",

@@ -25,7 +25,7 @@ from onefunnel.shared.events import (
 from onefunnel.shared.funnel import Funnel
 from onefunnel.shared.stages import Stage
 from onefunnel.sync import effects, identity
-from onefunnel.sync.reconcile import Decision, LeadState, LinkState, Outcome, StageEvent, decide
+from onefunnel.sync.reconcile import Decision, LeadState, LinkState, Outcome, StageEvent, decide, rejoin
 from onefunnel.sync.tables import (
     AuditRow,
     ExpectedEchoRow,
@@ -80,14 +80,18 @@ async def handle(session: AsyncSession, event: SourceEvent, *, rules: Rules, now
         await _park(session, event, now=now)
         return Handled("parked")
     lead, linked = await identity.resolve(session, event, found=found, now=now)
-    if event.event_type is SourceEventType.MERGED:
+    joined = event.event_type is SourceEventType.MERGED
+    if joined:
         await identity.merge(session, event, into=lead, now=now)
     version = lead.version
-    identity.update_attributes(session, lead, event)
+    joined |= await identity.update_attributes(session, lead, event, now=now)
 
     state = await _load_state(session, lead, now=now)
     before = lead.stage
     decision = decide(state, event, rules.funnel, writable=rules.writable)
+    if joined:  # another lead's history came along: the stage it decides, written where missing
+        stage = Stage(before) if before else None
+        decision = rejoin(state, stage, decision, rules.funnel, writable=rules.writable)
 
     if decision.echo is not None:
         await effects.consume_echo(session, lead.id, decision.echo)

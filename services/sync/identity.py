@@ -99,8 +99,14 @@ async def _attach(
     return linked
 
 
-def update_attributes(session: AsyncSession, lead: LeadRow, event: SourceEvent) -> None:
-    """Keep the latest reported attributes; an email already used by another lead is not taken."""
+async def update_attributes(
+    session: AsyncSession, lead: LeadRow, event: SourceEvent, *, now: datetime
+) -> bool:
+    """Keep the latest reported attributes; True when another lead joined this one.
+
+    An email another lead already has is the same person, first seen through another record (a
+    Salesforce lead handled before the HubSpot contact's email): that lead is folded into this one.
+    """
     changes = event.changes
     if changes.score is not None:
         lead.score = changes.score
@@ -108,8 +114,18 @@ def update_attributes(session: AsyncSession, lead: LeadRow, event: SourceEvent) 
         if getattr(changes, name):
             setattr(lead, name, getattr(changes, name))
     email = normalized_email(changes.email)
-    if email is not None and lead.email is None:
-        lead.email = email  # the unique index refuses a duplicate: the handler retries and then matches by it
+    if email is None or lead.email is not None:
+        return False
+    other = await session.scalar(
+        select(LeadRow).where(
+            col(LeadRow.email) == email, col(LeadRow.merged_into).is_(None), col(LeadRow.id) != lead.id
+        )
+    )
+    if other is None:
+        lead.email = email  # a concurrent taker makes the unique index refuse it: the handler retries
+        return False
+    await _fold_into(session, other, into=lead, now=now)
+    return True
 
 
 async def merge(session: AsyncSession, event: SourceEvent, *, into: LeadRow, now: datetime) -> None:
@@ -138,6 +154,7 @@ async def _fold_into(session: AsyncSession, lead: LeadRow, *, into: LeadRow, now
     lead.email = None
     lead.merged_into = into.id
     lead.updated_at = now
+    lead.version += 1  # a transaction handling the folded lead meanwhile conflicts, and finds it merged
     await session.flush()  # frees the email before `into` takes it
     into.email = into.email or email
 

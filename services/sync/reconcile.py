@@ -23,7 +23,7 @@ The rules for one event, in the order they are checked:
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
@@ -161,6 +161,38 @@ def decide(
     )
 
 
+def rejoin(
+    lead: LeadState,
+    stage: Stage | None,
+    decision: Decision,
+    funnel: Funnel,
+    *,
+    writable: Mapping[SourceSystem, ObjectType],
+) -> Decision:
+    """`decision` for an event after which another lead's records and history joined this one.
+
+    The joined history may decide another stage than the lead's `stage`: then that is one move,
+    written to every system that does not hold it yet (the event's own included).
+    """
+    if decision.outcome is Outcome.APPLIED:
+        return decision  # decided on the joined history already
+    history = [*lead.history, decision.recorded] if decision.recorded is not None else lead.history
+    after = fold(history, funnel, known_fields=lead.known_fields)
+    if after.stage is None or after.stage is stage:
+        return decision
+    last = after.moves[-1]
+    reason = "another lead of the same person joined this one"
+    backward = stage is not None and not _is_forward(stage, after.stage)
+    return replace(
+        decision,
+        outcome=Outcome.APPLIED,
+        reason=reason,
+        stage=after.stage,
+        moves=(Move(last.event_id, last.system, stage, after.stage, last.occurred_at, reason),),
+        writes=tuple(_writes(lead, None, after.stage, funnel, backward=backward, writable=writable)),
+    )
+
+
 def fold(history: Sequence[StageEvent], funnel: Funnel, *, known_fields: frozenset[str]) -> Fold:
     """Replay a lead's history in source-time order; the stage it ends at is the canonical one."""
     stage: Stage | None = None
@@ -226,7 +258,7 @@ def _same(a: str, b: str) -> bool:
 
 def _writes(
     lead: LeadState,
-    source: SourceSystem,
+    source: SourceSystem | None,  # the system the change came from, not written back to
     target: Stage | None,
     funnel: Funnel,
     *,

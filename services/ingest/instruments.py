@@ -5,6 +5,7 @@ Labels are bounded: `source` is one of the platforms, `outcome` and `event_type`
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from onefunnel.shared import pipeline_instruments
 from onefunnel.shared.events import SourceEventType, SourceSystem
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -29,12 +30,7 @@ EVENTS_IGNORED = Counter(
     ["source"],
     registry=REGISTRY,
 )
-DEAD_LETTERS = Counter(
-    "onefunnel_dead_letters_total",
-    "Deliveries or messages parked on the dead-letter topic.",
-    ["service", "reason"],
-    registry=REGISTRY,
-)
+DEAD_LETTERS = pipeline_instruments.dead_letters(REGISTRY)
 PUBLISH_SECONDS = Histogram(
     "onefunnel_publish_duration_seconds",
     "Time from publishing a delivery's events to the bus acknowledging them.",

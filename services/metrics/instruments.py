@@ -7,6 +7,7 @@ use rate()/increase(), which handle restarts. Exact numbers come from the BI API
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from onefunnel.shared import pipeline_instruments
 from onefunnel.shared.events import SourceSystem
 from onefunnel.shared.stages import Stage
 
@@ -74,18 +75,8 @@ PROCESSING_LATENCY = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600),
     registry=REGISTRY,
 )
-CONSUMER_LAG = Gauge(
-    "onefunnel_consumer_lag_messages",
-    "Messages on the bus not yet processed by this consumer.",
-    ["service"],
-    registry=REGISTRY,
-)
-DEAD_LETTERS = Counter(
-    "onefunnel_dead_letters_total",
-    "Messages parked on the dead-letter topic.",
-    ["service", "reason"],
-    registry=REGISTRY,
-)
+CONSUMER_LAG = pipeline_instruments.consumer_lag(REGISTRY)
+DEAD_LETTERS = pipeline_instruments.dead_letters(REGISTRY)
 
 _STAGES = [str(s) for s in Stage]
 for _to in _STAGES:

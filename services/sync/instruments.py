@@ -5,6 +5,7 @@ Labels are bounded: `outcome`, `system`, `operation` and `status` take values fr
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from onefunnel.shared import pipeline_instruments
 from onefunnel.sync.reconcile import Outcome
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -53,18 +54,8 @@ WRITES_PENDING = Gauge(
     ["system"],
     registry=REGISTRY,
 )
-CONSUMER_LAG = Gauge(
-    "onefunnel_consumer_lag_messages",
-    "Messages on the bus not yet processed by this consumer.",
-    ["service"],
-    registry=REGISTRY,
-)
-DEAD_LETTERS = Counter(
-    "onefunnel_dead_letters_total",
-    "Messages parked on the dead-letter topic.",
-    ["service", "reason"],
-    registry=REGISTRY,
-)
+CONSUMER_LAG = pipeline_instruments.consumer_lag(REGISTRY)
+DEAD_LETTERS = pipeline_instruments.dead_letters(REGISTRY)
 
 for _outcome in OUTCOMES:
     EVENTS_PROCESSED.labels(_outcome)

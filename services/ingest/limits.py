@@ -55,6 +55,16 @@ def check_json_depth(body: bytes, *, limit: int) -> None:
     """Refuse JSON nested deeper than `limit` before a parser recurses into it."""
     if body.lstrip()[:1] not in (b"{", b"["):
         return
-    brackets = _JSON_STRING.sub(b'""', body).translate(None, _NOT_BRACKETS)
-    if brackets and max(accumulate(_DEPTH_STEP[b] for b in brackets)) > limit:
+    brackets = _outside_strings(body).translate(None, _NOT_BRACKETS)
+    if brackets.count(b"[") + brackets.count(b"{") <= limit:
+        return  # too few openings to nest deeper, however they are arranged
+    if max(accumulate(_DEPTH_STEP[b] for b in brackets)) > limit:
         raise DeliveryRejected(400, "invalid_payload", f"JSON nested deeper than {limit} levels")
+
+
+def _outside_strings(body: bytes) -> bytes:
+    """The body without the insides of its JSON strings, whose brackets do not nest anything."""
+    pieces = body.split(b'"')
+    if b"\\" in body or len(pieces) % 2 == 0:
+        return _JSON_STRING.sub(b'""', body)  # an escaped or unclosed quote needs the full scan
+    return b"".join(pieces[::2])  # without escapes, every other piece lies inside a string

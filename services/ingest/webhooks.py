@@ -13,6 +13,7 @@ Answers, and what the platform should make of them:
 import logging
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
@@ -97,7 +98,8 @@ class WebhookReceiver:
         except (InvalidPayload, DeliveryRejected) as error:
             return await self._dead_letter(source, delivery, reason=str(error))
 
-        instruments.EVENTS_IGNORED.labels(source).inc(normalized.ignored)
+        if normalized.ignored:
+            instruments.IGNORED_BY[source].inc(normalized.ignored)
         fresh = [e for e in normalized.events if e.idempotency_key not in self.recent]
         if fresh:
             started = time.perf_counter()
@@ -108,10 +110,10 @@ class WebhookReceiver:
             except BusUnavailable as error:
                 log.warning("bus unavailable; asking %s to retry", source, extra={"error": str(error)})
                 return self._finish(source, "unavailable", _unavailable())
-            instruments.PUBLISH_SECONDS.labels(source).observe(time.perf_counter() - started)
+            instruments.PUBLISH_SECONDS_BY[source].observe(time.perf_counter() - started)
             self.recent.remember(e.idempotency_key for e in fresh)
-            for event in fresh:
-                instruments.EVENTS_PUBLISHED.labels(source, event.event_type).inc()
+            for event_type, count in Counter(e.event_type for e in fresh).items():
+                instruments.PUBLISHED_BY[source, event_type].inc(count)
         outcome = "accepted" if fresh else ("duplicate" if normalized.events else "ignored")
         acknowledgement = platform.acknowledgement()
         if acknowledgement is not None:
@@ -146,11 +148,11 @@ class WebhookReceiver:
             await self.bus.publish(self.topics.topic_dead_letters, [message])
         except BusUnavailable:
             return self._finish(source, "unavailable", _unavailable())
-        instruments.DEAD_LETTERS.labels("ingest", "invalid_payload").inc()
+        instruments.DEAD_LETTERED.inc()
         return self._finish(source, "invalid", _error(400, "invalid_payload", reason))
 
     def _finish(self, source: SourceSystem, outcome: str, response: Response, *, events: int = 0) -> Response:
-        instruments.WEBHOOKS_RECEIVED.labels(source, outcome).inc()
+        instruments.RECEIVED_BY[source, outcome].inc()
         log.info(
             "webhook %s %s",
             source,

@@ -9,10 +9,19 @@ from contextlib import asynccontextmanager
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 
 from onefunnel.shared.bus.base import BusError, BusUnavailable, Message, OutgoingMessage
 
 log = logging.getLogger(__name__)
+
+_PARTITIONER = DefaultPartitioner()
+
+
+def _partition_for(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition aiokafka's default partitioner picks for `key` (murmur2 modulo the partition count)."""
+    chosen: int = _PARTITIONER(key, partitions, partitions)
+    return chosen
 
 
 class KafkaBus:
@@ -85,10 +94,19 @@ class KafkaBus:
         producer = await self._started_producer()
         try:
             async with asyncio.timeout(self._publish_timeout):
-                sent = [
-                    await producer.send(topic, key=m.key, value=m.value, headers=list(m.headers))
-                    for m in messages
-                ]
+                # Partitions chosen here, once per key, as `send()` would choose them, which costs it a
+                # rebuilt set of available partitions and a murmur2 for every message.
+                partitions = sorted(await producer.partitions_for(topic))
+                by_key: dict[bytes, int] = {}
+                sent = []
+                for m in messages:
+                    if m.key not in by_key:
+                        by_key[m.key] = _partition_for(m.key, partitions)
+                    sent.append(
+                        await producer.send(
+                            topic, key=m.key, value=m.value, headers=list(m.headers), partition=by_key[m.key]
+                        )
+                    )
                 await asyncio.gather(*sent)
         except TimeoutError as error:
             raise BusUnavailable(f"Kafka did not acknowledge within {self._publish_timeout} s") from error

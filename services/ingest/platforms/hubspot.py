@@ -51,6 +51,7 @@ _ACTIONS = {
     "restore": SourceEventType.RESTORED,
 }
 _CONTACT_TYPE_ID = "0-1"
+_NO_CHANGES = Changes()  # frozen, so every event without changes can share it
 
 
 class HubSpot:
@@ -137,7 +138,7 @@ def _event(raw: Any, *, index: int, delivery: Delivery, mapping: StageMapping) -
     event_type = _ACTIONS.get(action)
     if not is_contact or event_type is None:
         return None
-    changes = Changes()
+    changes = _NO_CHANGES
     if event_type is SourceEventType.CHANGED:
         value = raw.get("propertyValue")
         if not isinstance(value, str | None):

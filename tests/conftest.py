@@ -76,6 +76,37 @@ def kafka() -> Iterator[KafkaBroker]:
         yield broker
 
 
+@dataclass
+class PostgresServer:
+    """A real PostgreSQL server; tests may stop and start it (same data, same port)."""
+
+    url: str  # its `postgres` database
+    directory: Path
+    port: int
+
+    def stop(self) -> None:
+        _run_script(str(REPO / "deploy/postgres/postgres.sh"), "stop", str(self.directory))
+
+    def start(self) -> None:
+        _run_script(str(REPO / "deploy/postgres/postgres.sh"), "start", str(self.directory), str(self.port))
+
+
+@contextmanager
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """Start a server of our own in a temporary directory; stop it and delete its data after."""
+    directory = Path(tempfile.mkdtemp(prefix="onefunnel-postgres-"))
+    port = free_port()
+    server = PostgresServer(
+        url=f"postgresql://postgres@127.0.0.1:{port}/postgres", directory=directory, port=port
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """URL of a PostgreSQL server's `postgres` database (tests create their own databases)."""
@@ -83,14 +114,8 @@ def postgres_server_url() -> Iterator[str]:
     if existing:
         yield existing
         return
-    directory = Path(tempfile.mkdtemp(prefix="onefunnel-postgres-"))
-    port = free_port()
-    _run_script(str(REPO / "deploy/postgres/postgres.sh"), "start", str(directory), str(port))
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        _run_script(str(REPO / "deploy/postgres/postgres.sh"), "stop", str(directory))
-        shutil.rmtree(directory, ignore_errors=True)
+    with own_postgres_server() as server:
+        yield server.url
 
 
 @pytest.fixture

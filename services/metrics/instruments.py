@@ -90,7 +90,8 @@ for _to in _STAGES:
 for _result in ("new", "duplicate"):
     CONSUMED.labels(_result)
 CONSUMER_LAG.labels("metrics")
-DEAD_LETTERS.labels("metrics", "undecodable")
+for _reason in ("undecodable", "unprocessable"):
+    DEAD_LETTERS.labels("metrics", _reason)
 
 SLA_BREACHES = Counter(
     "onefunnel_sla_breaches_total",

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onefunnel.shared import envelope
 from onefunnel.shared.bus import Bus, Message, OutgoingMessage
+from onefunnel.shared.database import database_ready
 from onefunnel.shared.events import SourceEvent
 from onefunnel.shared.settings import TopicSettings
 from onefunnel.sync import instruments
@@ -96,6 +97,9 @@ async def _process(
     try:
         handled = await apply(sessions, event, rules=rules)
     except Exception as error:  # a bug or a poison event: park it, keep the partition moving
+        # ... unless the database is down, which is no fault of the event: then this raises, and the
+        # loop restarts later without committing, so the event is handled once the database is back.
+        await database_ready(sessions.kw["bind"])
         log.exception("cannot process event %s", event.id)
         await _dead_letter(bus, topics, message, reason="unprocessable", detail=type(error).__name__)
         return

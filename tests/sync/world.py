@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
@@ -40,6 +42,35 @@ HUBSPOT_TOKEN = "pat-na1-fake-token"
 API_TOKEN = "sync-test-api-token"
 
 
+class Backlog:
+    """Events on the source topic that sync's consumer group has not committed yet.
+
+    The consumer commits a batch's offsets only after its transaction: nothing in the database
+    changes while a long batch is being handled, but this stays above zero until it is done.
+    """
+
+    def __init__(self, *, bootstrap_servers: str, group: str, topic: str, partitions: int) -> None:
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        self._ends = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
+        self._group = group
+        self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
+
+    async def __aenter__(self) -> "Backlog":
+        await self._admin.start()
+        await self._ends.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._ends.stop()
+        await self._admin.close()
+
+    async def size(self) -> int:
+        committed = await self._admin.list_consumer_group_offsets(self._group)
+        ends = await self._ends.end_offsets(self._partitions)
+        done = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+        return sum(end - done.get(tp, 0) for tp, end in ends.items())
+
+
 @dataclass
 class World:
     hubspot: HubSpotFake
@@ -50,6 +81,7 @@ class World:
     funnel: Funnel
     ingest: httpx.AsyncClient
     sync: httpx.AsyncClient
+    backlog: Backlog
 
     async def settle(self, *, within: float = 90.0) -> None:
         """Wait until webhooks, events, writes and the outbox are all done and stay done."""
@@ -67,7 +99,7 @@ class World:
                         len(self.hubspot.calls),
                         len(self.salesforce.calls),
                     )
-                busy = now[1] > 0 or now[2] > 0
+                busy = now[1] > 0 or now[2] > 0 or await self.backlog.size() > 0
                 quiet = quiet + 1 if now == last and not busy else 0
                 last = now
                 await asyncio.sleep(0.4)
@@ -191,11 +223,18 @@ async def world(
                     api_tokens=[API_TOKEN],
                     propagate_deletes=propagate_deletes,
                 )
+                backlog = Backlog(
+                    bootstrap_servers=bootstrap_servers,
+                    group=f"sync-{suffix}",
+                    topic=topics.topic_source_events,
+                    partitions=bus_settings.kafka_partitions,
+                )
                 async with (
                     sync_app.router.lifespan_context(sync_app),
                     httpx.AsyncClient(
                         transport=httpx.ASGITransport(app=sync_app), base_url="http://sync"
                     ) as to_sync,
+                    backlog,
                 ):
                     yield World(
                         hubspot=hubspot,
@@ -206,6 +245,7 @@ async def world(
                         funnel=funnel,
                         ingest=to_ingest,
                         sync=to_sync,
+                        backlog=backlog,
                     )
                 await hubspot.aclose()
                 await salesforce.aclose()

@@ -1,0 +1,140 @@
+"""The HubSpot fake's HTTP API: the CRM v3 contact routes, as an ASGI app.
+
+Follows https://developers.hubspot.com/docs/api/crm/contacts (create, read, update, archive),
+https://developers.hubspot.com/docs/api/crm/search (search body and `total`/`results`/`paging` answer) and
+https://developers.hubspot.com/docs/api/crm/properties (reading the `lifecyclestage` definition); the bodies
+are built in `hubspot_bodies.py`.
+
+- Errors: a duplicate email is 409 CONFLICT "Contact already exists. Existing ID: <id>"; a missing contact
+  404 "resource not found"; a value outside a property's options 400 VALIDATION_ERROR "Property values were
+  not valid".
+- Search sees a new contact only `search_lag` seconds after its creation, as HubSpot's index does.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from onefunnel.simulators.hubspot_bodies import contact_body, lifecyclestage_definition, read_properties
+from onefunnel.simulators.hubspot_contacts import SYSTEM, Contact, Contacts
+from onefunnel.simulators.hubspot_gate import Gate, error
+from onefunnel.simulators.hubspot_webhooks import ChangeSource
+
+_DEFAULT_PROPERTIES = ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname")
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    method: str
+    path: str
+    status: int
+
+
+class Portal(Protocol):
+    """What the routes need of the `HubSpotFake`; latency and search lag are read per call."""
+
+    latency: float
+    search_lag: float
+    calls: list[ApiCall]
+    gate: Gate
+    contacts: Contacts
+    integration: ChangeSource
+
+
+def build_app(fake: Portal) -> FastAPI:
+    """The routes of `fake`, behind its gate; every call is recorded in `fake.calls`."""
+    app = FastAPI(title="HubSpot fake", openapi_url=None)
+    contacts, store = "/crm/v3/objects/contacts", fake.contacts
+
+    @app.middleware("http")
+    async def gate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Latency, auth, injected faults and the rolling rate limits, before any route runs."""
+        if fake.latency:
+            await asyncio.sleep(fake.latency)
+        search = request.url.path.endswith("/search")
+        refusal, headers = fake.gate.refusal(request, search=search)
+        response = refusal or await call_next(request)
+        response.headers.update(headers)
+        fake.calls.append(ApiCall(request.method, request.url.path, response.status_code))
+        return response
+
+    @app.post(contacts)
+    async def create(request: Request) -> Response:
+        properties = await read_properties(request)
+        if isinstance(properties, Response):
+            return properties
+        if (existing := store.by_email(properties.get("email", ""))) is not None:
+            return _conflict(existing)
+        return JSONResponse(contact_body(store.create(properties, source=fake.integration)), status_code=201)
+
+    @app.post(f"{contacts}/search")
+    async def search_contacts(request: Request) -> Response:
+        try:
+            body = await request.json()
+            limit, after = int(body.get("limit", 10)), int(body.get("after") or 0)
+            names = [str(name) for name in body.get("properties") or SYSTEM]
+            groups = [
+                [(str(f["propertyName"]), f["operator"], str(f.get("value", ""))) for f in group["filters"]]
+                for group in body.get("filterGroups", [])
+            ]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return error(400, "Invalid input JSON on line 1", "VALIDATION_ERROR")
+        if not 0 < limit <= 200 or any(op != "EQ" for group in groups for _, op, _ in group):
+            return error(
+                400, "Only EQ filters and a limit of 1 to 200 are supported here", "VALIDATION_ERROR"
+            )
+        indexed = [c for c in store.by_id.values() if time.monotonic() - c.created >= fake.search_lag]
+        hits = [c for c in indexed if not groups or any(_matches(c, group) for group in groups)]
+        answer: dict[str, Any] = {
+            "total": len(hits),
+            "results": [contact_body(c, names) for c in hits[after : after + limit]],
+        }
+        if after + limit < len(hits):
+            answer["paging"] = {"next": {"after": str(after + limit)}}
+        return JSONResponse(answer)
+
+    @app.get(contacts + "/{contact_id}")
+    async def read(request: Request, contact_id: str) -> Response:
+        if (contact := store.by_id.get(contact_id)) is None:
+            return error(404, "resource not found")
+        asked = [name for value in request.query_params.getlist("properties") for name in value.split(",")]
+        return JSONResponse(contact_body(contact, [n for n in asked if n] or _DEFAULT_PROPERTIES))
+
+    @app.patch(contacts + "/{contact_id}")
+    async def update(request: Request, contact_id: str) -> Response:
+        properties = await read_properties(request)
+        if isinstance(properties, Response):
+            return properties
+        if (contact := store.by_id.get(contact_id)) is None:
+            return error(404, "resource not found")
+        if (other := store.by_email(properties.get("email", ""))) not in (None, contact):
+            return _conflict(other)
+        store.send(store.write(contact, properties, source=fake.integration))
+        return JSONResponse(contact_body(contact))
+
+    @app.delete(contacts + "/{contact_id}")
+    async def archive(contact_id: str) -> Response:
+        """Archive (delete) a contact: 204, and the contact.deletion webhook; 204 again if it is gone."""
+        store.archive(contact_id, source=fake.integration)
+        return Response(status_code=204)
+
+    @app.get("/crm/v3/properties/contacts/{name}")
+    async def read_property(name: str) -> Response:
+        if name != "lifecyclestage":
+            return error(404, "resource not found")
+        return JSONResponse(lifecyclestage_definition())
+
+    return app
+
+
+def _matches(contact: Contact, group: list[tuple[str, str, str]]) -> bool:
+    return all(contact.properties.get(name, "").casefold() == value.casefold() for name, _, value in group)
+
+
+def _conflict(existing: Contact) -> JSONResponse:
+    return error(409, f"Contact already exists. Existing ID: {existing.id}", "CONFLICT")

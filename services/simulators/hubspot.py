@@ -91,8 +91,6 @@ class HubSpotFake:
         if self.webhooks is not None:
             await self.webhooks.idle()
 
-    drain = webhooks_idle
-
     async def aclose(self) -> None:
         """Deliver what is pending, then close the webhook client if the fake made it."""
         await self.webhooks_idle()

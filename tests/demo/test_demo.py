@@ -50,8 +50,8 @@ async def settled(demo: Demo, chosen: DemoOptions, *, since: datetime) -> Snapsh
     return shown
 
 
-async def play(chosen: DemoOptions) -> tuple[Snapshot, dict[str, Any], dict[str, Any]]:
-    """Run a whole demo; return what it would show, and the BI API's own answers for the same window."""
+async def play(chosen: DemoOptions) -> tuple[Snapshot, dict[str, Any], dict[str, Any], Any]:
+    """Run a whole demo: what it would show, the BI API's answers for the same window, sync's failures."""
     since = datetime.now(UTC)
     async with demo_world(chosen) as (demo, _server):
         async with asyncio.timeout(120):
@@ -61,13 +61,15 @@ async def play(chosen: DemoOptions) -> tuple[Snapshot, dict[str, Any], dict[str,
         async with httpx.AsyncClient(base_url=demo.urls["metrics"], headers=headers) as api:
             funnel = (await api.get("/v1/funnel", params={"from": since.isoformat(), "limit": "1000"})).json()
             campaign = (await api.get("/v1/campaigns/spring-webinar")).json()
+        async with httpx.AsyncClient(base_url=demo.urls["sync"], headers=headers) as api:
+            failures = (await api.get("/v1/sync/failures")).json()
     assert demo.progress.finished == demo.progress.started and not demo.progress.stuck
-    return shown, funnel, campaign
+    return shown, funnel, campaign, failures
 
 
 async def test_the_demo_shows_the_bi_apis_numbers_and_a_seed_gives_the_same_funnel(tmp_path: Path) -> None:
-    shown, funnel, campaign = await play(options(tmp_path / "first", seed=42))
-    again, _, _ = await play(options(tmp_path / "second", seed=42))
+    shown, funnel, campaign, failures = await play(options(tmp_path / "first", seed=42))
+    again, _, _, _ = await play(options(tmp_path / "second", seed=42))
 
     api_entries = {Stage(row["stage"]): row["entries"] for row in funnel["rows"]}
     assert {stage: line.entries for stage, line in shown.stages.items()} == api_entries
@@ -79,7 +81,7 @@ async def test_the_demo_shows_the_bi_apis_numbers_and_a_seed_gives_the_same_funn
     assert {s: line.entries for s, line in again.stages.items()} == {
         s: line.entries for s, line in shown.stages.items()
     }
-    assert shown.write_failures == 0 and shown.dead_letters == 0
+    assert shown.write_failures == 0 and shown.dead_letters == 0, failures
 
 
 async def test_the_simulators_profile_plays_against_a_running_stack(tmp_path: Path) -> None:

@@ -9,12 +9,13 @@ import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import DateTime, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from onefunnel.metrics import instruments
-from onefunnel.metrics.facts import is_latest, utc
+from onefunnel.metrics.facts import is_latest
 from onefunnel.metrics.tables import SlaBreachRow, TransitionRow
 from onefunnel.shared.stages import Stage
 
@@ -22,25 +23,33 @@ from onefunnel.shared.stages import Stage
 async def check_once(
     session: AsyncSession, sla: Mapping[Stage, timedelta], *, now: datetime
 ) -> dict[Stage, int]:
-    """Record new breaches and return how many leads are in breach per stage now."""
+    """Record new breaches and return how many leads are in breach per stage now.
+
+    Set-based: per stage, one count and one INSERT ... SELECT that skips the breaches already
+    stored, whatever the number of leads in breach (tens of thousands on a large funnel).
+    """
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     in_breach: dict[Stage, int] = {}
     for stage, within in sla.items():
-        rows = (
-            await session.execute(
-                select(col(TransitionRow.lead_id), col(TransitionRow.occurred_at)).where(
-                    col(TransitionRow.to_stage) == stage,
-                    col(TransitionRow.occurred_at) < now - within,
-                    is_latest(),
-                )
-            )
-        ).all()
-        in_breach[stage] = len(rows)
-        for lead_id, entered_at in rows:
-            if await session.get(SlaBreachRow, (lead_id, str(stage), utc(entered_at))) is None:
-                session.add(
-                    SlaBreachRow(lead_id=lead_id, stage=stage, entered_at=utc(entered_at), detected_at=now)
-                )
-                instruments.SLA_BREACHES.labels(stage).inc()
+        waiting = [
+            col(TransitionRow.to_stage) == stage,
+            col(TransitionRow.occurred_at) < now - within,
+            is_latest(),
+        ]
+        in_breach[stage] = int(await session.scalar(select(func.count()).where(*waiting)) or 0)
+        found = select(
+            col(TransitionRow.lead_id),
+            literal(stage.value),
+            col(TransitionRow.occurred_at),
+            literal(now, DateTime(timezone=True)),
+        ).where(*waiting)
+        new = await session.execute(
+            dialect.insert(SlaBreachRow)
+            .from_select(["lead_id", "stage", "entered_at", "detected_at"], found)
+            .on_conflict_do_nothing()
+            .returning(col(SlaBreachRow.lead_id))
+        )
+        instruments.SLA_BREACHES.labels(stage).inc(len(new.all()))
     return in_breach
 
 

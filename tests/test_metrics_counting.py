@@ -16,7 +16,7 @@ from onefunnel.metrics import instruments
 from onefunnel.metrics.app import create_app
 from onefunnel.metrics.facts import record
 from onefunnel.metrics.settings import MetricsSettings
-from onefunnel.metrics.sla import check_once
+from onefunnel.metrics.sla import check_once, run_sla_checks
 from onefunnel.metrics.tables import TransitionRow
 from onefunnel.shared import envelope
 from onefunnel.shared.bus import Bus, open_bus
@@ -186,3 +186,27 @@ async def test_a_lead_left_in_mql_past_the_sla_is_one_breach_however_often_it_is
 
     assert first == second == {Stage.MQL: 1}
     assert sample("onefunnel_sla_breaches_total", stage="mql") == before + 1
+
+
+async def test_every_sla_check_resets_leads_in_stage_to_the_database_wide_count(database_url: str) -> None:
+    """A replica moves the gauge only by the events it counts; the check puts every replica right."""
+    engine = create_engine(DatabaseSettings(database_url=database_url))
+    await migrate(engine, service="metrics")
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    async with sessions() as session, session.begin():  # counted by "another replica"
+        await record(
+            session, [transition(uuid.uuid4(), None, Stage.MQL, hours=0, campaign="x") for _ in range(3)]
+        )
+    instruments.LEADS_IN_STAGE.labels("mql").set(999)
+
+    checks = asyncio.create_task(run_sla_checks(sessions=sessions, sla=FUNNEL.sla, every=0.05))
+    try:
+        async with asyncio.timeout(30):
+            while sample("onefunnel_leads_in_stage", stage="mql") == 999:  # noqa: ASYNC110 (until a check sets it)
+                await asyncio.sleep(0.05)
+    finally:
+        checks.cancel()
+        await asyncio.gather(checks, return_exceptions=True)
+    await engine.dispose()
+
+    assert sample("onefunnel_leads_in_stage", stage="mql") == 3

@@ -11,9 +11,9 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from onefunnel.metrics import instruments
+from onefunnel.metrics import current, instruments
 from onefunnel.metrics.counting import observe, set_current_stages
-from onefunnel.metrics.facts import Counted, leads_per_current_stage, record
+from onefunnel.metrics.facts import Counted, record
 from onefunnel.shared import envelope
 from onefunnel.shared.bus import Bus, Message, OutgoingMessage
 from onefunnel.shared.database import database_ready
@@ -33,7 +33,7 @@ async def run_counter(
 ) -> None:
     """Count transitions until cancelled."""
     async with sessions() as session:
-        set_current_stages(await leads_per_current_stage(session))
+        set_current_stages(await current.per_stage(session))
     async with bus.subscribe([topics.topic_stage_changes], group=group) as subscription:
         async for batch in subscription.batches(max_records=500, max_wait=1.0):
             if batch:

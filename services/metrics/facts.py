@@ -1,7 +1,7 @@
 """The transition facts: each LeadStageChanged stored once, the source of truth for every number.
 
 Prometheus counters reset on restart; the facts do not. The BI API reads only facts, and the
-`leads_in_stage` gauge is recomputed from them at start-up.
+`leads_in_stage` gauge is set from each lead's current stage (current.py), kept with them.
 """
 
 from collections import Counter
@@ -11,12 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
-from sqlmodel import col
 
-from onefunnel.metrics import rollup
+from onefunnel.metrics import current, rollup
 from onefunnel.metrics.rollup import Fact
 from onefunnel.metrics.tables import TransitionRow
 from onefunnel.shared.events import LeadStageChanged
@@ -78,7 +76,7 @@ async def record(session: AsyncSession, events: Sequence[LeadStageChanged]) -> l
     for event in fresh:
         facts = known.setdefault(event.lead_id, [])
         earlier = [f for f in facts if f.occurred_at <= event.occurred_at]
-        previous = max(earlier, key=lambda f: (f.occurred_at, f.recorded_at), default=None)
+        previous = max(earlier, key=_order, default=None)
         is_latest = not any(f.occurred_at > event.occurred_at for f in facts)
         facts.append(
             Fact(
@@ -128,35 +126,18 @@ async def record(session: AsyncSession, events: Sequence[LeadStageChanged]) -> l
         ]
         await session.execute(_UPDATE_DERIVED, updates)
     await rollup.add(session, change)
+    new_ids = {event.id for event in fresh}
+    latest = (max(known[lead], key=_order) for lead in {event.lead_id for event in fresh})
+    await current.update(session, (fact for fact in latest if fact.event_id in new_ids))
     return counted
+
+
+def _order(fact: Fact) -> tuple[datetime, datetime, UUID]:
+    """Which of a lead's facts is later: by source time, then by when sync recorded it, then by id."""
+    return fact.occurred_at, fact.recorded_at, fact.event_id
 
 
 def _columns(derived: rollup.Derived | None) -> dict[str, object]:
     assert derived is not None  # rollup.apply derived every fact of the lead
     first, nexts = derived
     return {"first_entry": first, **dict(zip(_NEXTS, nexts, strict=True))}
-
-
-def is_latest() -> ColumnElement[bool]:
-    """SQL condition: this fact is its lead's latest transition (by source time, then recording)."""
-    newer = aliased(TransitionRow)
-    return ~exists().where(
-        col(newer.lead_id) == col(TransitionRow.lead_id),
-        or_(
-            col(newer.occurred_at) > col(TransitionRow.occurred_at),
-            and_(
-                col(newer.occurred_at) == col(TransitionRow.occurred_at),
-                col(newer.recorded_at) > col(TransitionRow.recorded_at),
-            ),
-        ),
-    )
-
-
-async def leads_per_current_stage(session: AsyncSession) -> dict[str, int]:
-    """How many leads are in each stage now: the stage of each lead's latest transition."""
-    rows = await session.execute(
-        select(col(TransitionRow.to_stage), func.count())
-        .where(is_latest())
-        .group_by(col(TransitionRow.to_stage))
-    )
-    return {stage: int(count) for stage, count in rows.all()}

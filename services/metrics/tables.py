@@ -82,6 +82,22 @@ class FunnelDayRow(MetricsTable, table=True):
     to_customer: int = 0
 
 
+class LeadStageRow(MetricsTable, table=True):
+    """Each lead's current stage: the stage of its latest fact (by occurred_at, recorded_at, event_id).
+
+    Kept with the facts in one transaction; what `onefunnel_leads_in_stage` and the SLA checks read.
+    """
+
+    __tablename__ = "metrics_lead_stage"
+    __table_args__ = (Index("ix_metrics_lead_stage_stage_entered_at", "stage", "entered_at"),)
+
+    lead_id: UUID = Field(primary_key=True)
+    stage: str = Field(max_length=32)
+    entered_at: datetime = Field(sa_type=DateTime(timezone=True))
+    recorded_at: datetime = Field(sa_type=DateTime(timezone=True))
+    event_id: UUID  # of that fact
+
+
 class SlaBreachRow(MetricsTable, table=True):
     """A lead that stayed in a stage longer than the funnel's SLA allows; stored once per stay."""
 

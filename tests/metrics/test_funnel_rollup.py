@@ -3,7 +3,7 @@
 Random leads (re-entries, equal times, facts on midnights) are recorded in random batches and
 orders; random windows (partial days, whole days), filters and groupings are asked of the API and
 compared with a count straight from the definitions in funnel_query.py. The same facts stored
-before migration 0004 and migrated must give the same derived columns and rollup.
+before migration 0004 and migrated must give the same derived columns, rollup and current stages.
 """
 
 import random
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from onefunnel.metrics.api import bi_router
 from onefunnel.metrics.api.periods import Period, period_of
 from onefunnel.metrics.facts import record
-from onefunnel.metrics.tables import FunnelDayRow, TransitionRow
+from onefunnel.metrics.tables import FunnelDayRow, LeadStageRow, TransitionRow
 from onefunnel.shared.api_auth import bearer_auth
 from onefunnel.shared.database import create_engine, migrate
 from onefunnel.shared.events import Attribution, Cause, LeadStageChanged, SourceEventType, SourceSystem
@@ -227,7 +227,7 @@ async def test_migrating_stored_facts_derives_what_recording_them_does(
         )
     await migrate(migrated, service="metrics")
 
-    async def contents(engine: AsyncEngine) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    async def contents(engine: AsyncEngine) -> tuple[set[tuple[Any, ...]], ...]:
         async with engine.connect() as connection:
             derived = select(
                 table.c.event_id, table.c.first_entry, *(table.c[f"next_{s}_at"] for s in FUNNEL[1:])
@@ -237,7 +237,11 @@ async def test_migrating_stored_facts_derives_what_recording_them_does(
                 for row in await connection.execute(derived)
             }
             rollup = {tuple(row) for row in await connection.execute(select(FunnelDayRow.__table__))}  # type: ignore[attr-defined]
-        return facts, rollup
+            current = {
+                (row.lead_id, row.stage, row.entered_at.replace(tzinfo=None))
+                for row in await connection.execute(select(LeadStageRow.__table__))  # type: ignore[attr-defined]
+            }
+        return facts, rollup, current
 
     try:
         assert await contents(migrated) == await contents(recorded)

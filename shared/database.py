@@ -9,14 +9,23 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData, event, make_url, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from onefunnel.shared.settings import DatabaseSettings
+
+
+def insert(session: AsyncSession, table: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can say ON CONFLICT: both databases support it, each with its own construct."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:

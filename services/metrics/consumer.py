@@ -15,8 +15,9 @@ from onefunnel.metrics import current, instruments
 from onefunnel.metrics.counting import observe, set_current_stages
 from onefunnel.metrics.facts import Counted, record
 from onefunnel.shared import envelope
-from onefunnel.shared.bus import Bus, Message, OutgoingMessage
+from onefunnel.shared.bus import Bus, Message
 from onefunnel.shared.database import database_ready
+from onefunnel.shared.dead_letters import parked
 from onefunnel.shared.events import LeadStageChanged
 from onefunnel.shared.settings import TopicSettings
 
@@ -85,7 +86,7 @@ async def _decode(bus: Bus, topics: TopicSettings, message: Message) -> LeadStag
 
 
 async def _park(bus: Bus, topics: TopicSettings, message: Message, *, reason: str, detail: str) -> None:
-    """Put a message on the dead-letter topic with its reason, bytes and headers as they were."""
+    """Put a message on the dead-letter topic with its reason; the partition moves on."""
     log.warning(
         "dead-lettering message %s/%s/%s: %s: %s",
         message.topic,
@@ -94,13 +95,7 @@ async def _park(bus: Bus, topics: TopicSettings, message: Message, *, reason: st
         reason,
         detail,
     )
-    headers = (
-        *message.headers,
-        ("onefunnel_service", b"metrics"),
-        ("onefunnel_reason", f"{reason}: {detail}".encode()),
-        ("onefunnel_origin", f"{message.topic}/{message.partition}/{message.offset}".encode()),
-    )
     await bus.publish(
-        topics.topic_dead_letters, [OutgoingMessage(key=message.key, value=message.value, headers=headers)]
+        topics.topic_dead_letters, [parked(message, service="metrics", reason=reason, detail=detail)]
     )
     instruments.DEAD_LETTERS.labels("metrics", reason).inc()

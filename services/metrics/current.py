@@ -7,12 +7,12 @@ a search for each lead's latest fact among all of them.
 from collections.abc import Iterable
 
 from sqlalchemy import func, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from onefunnel.metrics.rollup import Fact
 from onefunnel.metrics.tables import LeadStageRow
+from onefunnel.shared import database
 
 _TABLE = LeadStageRow.__table__  # type: ignore[attr-defined]
 _ORDER = ("entered_at", "recorded_at", "event_id")  # which fact is later, as facts.record orders them
@@ -32,8 +32,7 @@ async def update(session: AsyncSession, latest: Iterable[Fact]) -> None:
     ]
     if not values:
         return
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(LeadStageRow).values(values)
+    insert = database.insert(session, LeadStageRow).values(values)
     await session.execute(
         insert.on_conflict_do_update(
             index_elements=["lead_id"],

@@ -67,8 +67,9 @@ async def record(session: AsyncSession, events: Sequence[LeadStageChanged]) -> l
     fresh = list({event.id: event for event in events if event.id not in stored}.values())
     if not fresh:
         return []
+    leads = {event.lead_id for event in fresh}
     known: dict[UUID, list[Fact]] = {}
-    for stored_row in await session.execute(_STORED.where(_TABLE.c.lead_id.in_({e.lead_id for e in fresh}))):
+    for stored_row in await session.execute(_STORED.where(_TABLE.c.lead_id.in_(leads))):
         fact = _stored(stored_row)
         known.setdefault(fact.lead_id, []).append(fact)
     counted: list[Counted] = []
@@ -114,7 +115,7 @@ async def record(session: AsyncSession, events: Sequence[LeadStageChanged]) -> l
             )
         )
     change: rollup.Change = Counter()
-    changed = [fact for lead in {e.lead_id for e in fresh} for fact in rollup.apply(known[lead], change)]
+    changed = [fact for lead in leads for fact in rollup.apply(known[lead], change)]
     derived = {fact.event_id: fact.derived for facts in known.values() for fact in facts}
     for row in rows:
         row.update(_columns(derived[row["event_id"]]))
@@ -127,7 +128,7 @@ async def record(session: AsyncSession, events: Sequence[LeadStageChanged]) -> l
         await session.execute(_UPDATE_DERIVED, updates)
     await rollup.add(session, change)
     new_ids = {event.id for event in fresh}
-    latest = (max(known[lead], key=_order) for lead in {event.lead_id for event in fresh})
+    latest = (max(known[lead], key=_order) for lead in leads)
     await current.update(session, (fact for fact in latest if fact.event_id in new_ids))
     return counted
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from uuid import UUID
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from onefunnel.metrics.tables import FunnelDayRow
+from onefunnel.shared import database
 from onefunnel.shared.stages import FUNNEL
 
 LATER = tuple(stage.value for stage in FUNNEL[1:])  # the stages a fact keeps `next_<stage>_at` for
@@ -107,10 +107,9 @@ async def add(session: AsyncSession, change: Change) -> None:
         {"day": key[0], "stage": key[1], "campaign": key[2], "origin_system": key[3], **measures}
         for key, measures in sorted(rows.items())
     ]
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     table = FunnelDayRow.__table__  # type: ignore[attr-defined]
     for start in range(0, len(values), _ROWS_PER_STATEMENT):
-        insert = dialect.insert(FunnelDayRow).values(values[start : start + _ROWS_PER_STATEMENT])
+        insert = database.insert(session, FunnelDayRow).values(values[start : start + _ROWS_PER_STATEMENT])
         await session.execute(
             insert.on_conflict_do_update(
                 index_elements=["day", "stage", "campaign", "origin_system"],

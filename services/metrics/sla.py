@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import DateTime, func, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from onefunnel.metrics import current, instruments
 from onefunnel.metrics.counting import set_current_stages
 from onefunnel.metrics.tables import LeadStageRow, SlaBreachRow
+from onefunnel.shared import database
 from onefunnel.shared.stages import Stage
 
 
@@ -31,7 +31,6 @@ async def check_once(
     skips the breaches already stored, whatever the number of leads in breach (tens of thousands
     on a large funnel).
     """
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     in_breach: dict[Stage, int] = {}
     for stage, within in sla.items():
         waiting = [col(LeadStageRow.stage) == stage, col(LeadStageRow.entered_at) < now - within]
@@ -43,7 +42,7 @@ async def check_once(
             literal(now, DateTime(timezone=True)),
         ).where(*waiting)
         new = await session.execute(
-            dialect.insert(SlaBreachRow)
+            database.insert(session, SlaBreachRow)
             .from_select(["lead_id", "stage", "entered_at", "detected_at"], found)
             .on_conflict_do_nothing()
             .returning(col(SlaBreachRow.lead_id))

@@ -17,8 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onefunnel.shared import envelope
-from onefunnel.shared.bus import Bus, Message, OutgoingMessage
+from onefunnel.shared.bus import Bus, Message
 from onefunnel.shared.database import database_ready
+from onefunnel.shared.dead_letters import parked
 from onefunnel.shared.events import SourceEvent
 from onefunnel.shared.settings import TopicSettings
 from onefunnel.sync import instruments
@@ -130,17 +131,9 @@ async def apply(sessions: async_sessionmaker[AsyncSession], event: SourceEvent, 
 async def _dead_letter(
     bus: Bus, topics: TopicSettings, message: Message, *, reason: str, detail: str
 ) -> None:
-    """Park a message with its reason; the raw bytes and headers stay as they were for a replay."""
-    parked = OutgoingMessage(
-        key=message.key,
-        value=message.value,
-        headers=(
-            *message.headers,
-            ("onefunnel_service", b"sync"),
-            ("onefunnel_reason", f"{reason}: {detail}".encode()),
-            ("onefunnel_origin", f"{message.topic}/{message.partition}/{message.offset}".encode()),
-        ),
+    """Park a message with its reason; the partition moves on."""
+    await bus.publish(
+        topics.topic_dead_letters, [parked(message, service="sync", reason=reason, detail=detail)]
     )
-    await bus.publish(topics.topic_dead_letters, [parked])
     instruments.DEAD_LETTERS.labels("sync", reason).inc()
     instruments.EVENTS_PROCESSED.labels("dead_letter").inc()

@@ -111,3 +111,39 @@ async def test_a_publish_larger_than_a_batch_arrives_whole_and_in_order(
         assert [m.value for m in mine] == [m.value for m in published if m.key == key]
         assert [m.header("n") for m in mine] == [str(i).encode() for i in range(60)]
         assert len({(m.partition) for m in mine}) == 1
+
+
+async def test_concurrent_publishes_arrive_once_each_and_keep_each_callers_order(
+    bus: Bus, kafka: KafkaBroker, topics: tuple[str, str]
+) -> None:
+    """Concurrent publishes share record batches (kafka_batches.py); none may lose, repeat or reorder."""
+    topic = topics[0]
+    callers, rounds, keys = 16, 3, 8
+
+    async def caller(c: int) -> None:
+        for r in range(rounds):  # one caller's publishes, one after the other
+            await bus.publish(
+                topic,
+                [
+                    OutgoingMessage(key=f"lead-{k}".encode(), value=f"{c}:{r}:{k}".encode())
+                    for k in range(keys)
+                ]
+                + ([OutgoingMessage(key=b"lead-big", value=b"x" * 200_000)] if c == r == 0 else []),
+            )
+
+    await asyncio.gather(*(caller(c) for c in range(callers)))
+
+    received = await read_all(kafka, topic, count=callers * rounds * keys + 1)
+    small = [m for m in received if m.key != b"lead-big"]
+    assert sorted(m.value for m in small) == sorted(
+        f"{c}:{r}:{k}".encode() for c in range(callers) for r in range(rounds) for k in range(keys)
+    )
+    assert [len(m.value) for m in received if m.key == b"lead-big"] == [200_000]
+    for c in range(callers):
+        for k in range(keys):
+            mine = [
+                m.value
+                for m in small
+                if m.value.startswith(f"{c}:".encode()) and m.key == f"lead-{k}".encode()
+            ]
+            assert mine == [f"{c}:{r}:{k}".encode() for r in range(rounds)]

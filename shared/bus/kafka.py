@@ -12,6 +12,7 @@ from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsErr
 from aiokafka.partitioner import DefaultPartitioner
 
 from onefunnel.shared.bus.base import BusError, BusUnavailable, Message, OutgoingMessage
+from onefunnel.shared.bus.kafka_batches import BatchPublisher
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class KafkaBus:
         self._publish_timeout = publish_timeout
         self._topics = list(topics)
         self._producer: AIOKafkaProducer | None = None
+        self._batches: BatchPublisher | None = None
         self._producer_lock = asyncio.Lock()
 
     async def _started_producer(self) -> AIOKafkaProducer:
@@ -71,6 +73,7 @@ class KafkaBus:
                         f"Kafka at {self._bootstrap_servers} is unreachable: {error!r}"
                     ) from error
                 self._producer = producer
+                self._batches = BatchPublisher(producer)
             return self._producer
 
     async def _ensure_topics(self) -> None:
@@ -92,22 +95,18 @@ class KafkaBus:
 
     async def publish(self, topic: str, messages: Sequence[OutgoingMessage]) -> None:
         producer = await self._started_producer()
+        assert self._batches is not None  # started with the producer
         try:
             async with asyncio.timeout(self._publish_timeout):
-                # Partitions chosen here, once per key, as `send()` would choose them, which costs it a
-                # rebuilt set of available partitions and a murmur2 for every message.
+                # Partitions chosen once per key, as aiokafka's default partitioner chooses them.
                 partitions = sorted(await producer.partitions_for(topic))
                 by_key: dict[bytes, int] = {}
-                sent = []
+                placed = []
                 for m in messages:
                     if m.key not in by_key:
                         by_key[m.key] = _partition_for(m.key, partitions)
-                    sent.append(
-                        await producer.send(
-                            topic, key=m.key, value=m.value, headers=list(m.headers), partition=by_key[m.key]
-                        )
-                    )
-                await asyncio.gather(*sent)
+                    placed.append((by_key[m.key], m))
+                await self._batches.publish(topic, placed)
         except TimeoutError as error:
             raise BusUnavailable(f"Kafka did not acknowledge within {self._publish_timeout} s") from error
         except KafkaError as error:
@@ -147,8 +146,11 @@ class KafkaBus:
 
     async def close(self) -> None:
         if self._producer is not None:
+            assert self._batches is not None
+            await self._batches.close()
             await self._producer.stop()  # flushes what is still buffered
             self._producer = None
+            self._batches = None
 
 
 class KafkaSubscription:

@@ -25,6 +25,7 @@ from onefunnel.shared.funnel import Funnel, load_funnel
 from onefunnel.shared.logs import configure_logging
 from onefunnel.shared.settings import (
     ApiSettings,
+    BusKind,
     BusSettings,
     DatabaseSettings,
     FunnelSettings,
@@ -39,6 +40,8 @@ from onefunnel.sync.writer import replay_failed
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 S = TypeVar("S", bound=BaseSettings)
 SERVICES = ("ingest", "sync", "metrics")
+# What a body's dead-letter copy adds to it (headers, record framing), with room to spare.
+BODY_HEADROOM = 65_536
 
 
 def load(settings_class: Callable[[], S]) -> S:
@@ -61,11 +64,25 @@ def load_funnel_definition(settings: FunnelSettings) -> Funnel:
         raise typer.Exit(2) from None
 
 
+def check_room_for_bodies(bus: BusSettings, ingest: IngestSettings) -> None:
+    """Exit unless every body ingest accepts fits in a Kafka message, as events and as a dead letter."""
+    room = bus.kafka_max_message_bytes - BODY_HEADROOM
+    if bus.bus is BusKind.KAFKA and ingest.max_body_bytes > room:
+        typer.echo(
+            "onefunnel: invalid configuration: ONEFUNNEL_MAX_BODY_BYTES: must be at most "
+            f"ONEFUNNEL_KAFKA_MAX_MESSAGE_BYTES - {BODY_HEADROOM} ({room}) on Kafka",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
 async def _serve(names: Sequence[str]) -> None:
     bus_settings, topics, database = load(BusSettings), load(TopicSettings), load(DatabaseSettings)
     ingest, sync, metrics = load(IngestSettings), load(SyncSettings), load(MetricsSettings)
     api_tokens = [token.get_secret_value() for token in load(ApiSettings).api_tokens]
     funnel = load_funnel_definition(load(FunnelSettings))
+    if "ingest" in names:
+        check_room_for_bodies(bus_settings, ingest)
     async with AsyncExitStack() as stack:
         bus = await stack.enter_async_context(open_bus(bus_settings, topics=topics.all))
         engine = create_engine(database)

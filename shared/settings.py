@@ -43,6 +43,13 @@ class BusSettings(BaseSettings):
     publish_timeout: float = Field(
         default=3.0, gt=0, description="Seconds a publish may wait for the broker's acknowledgement."
     )
+    kafka_max_message_bytes: int = Field(
+        default=4_194_304,
+        ge=65_536,
+        description="Largest message onefunnel publishes (the producer's max request size and the "
+        "`max.message.bytes` of the topics it creates). Must exceed ONEFUNNEL_MAX_BODY_BYTES by "
+        "64 KiB, so that any webhook body the ingest accepts fits, events and dead letters alike.",
+    )
     local_bus_path: Path = Field(
         default=Path(".onefunnel/bus.sqlite3"),
         description="File of the embedded log (`ONEFUNNEL_BUS=local`).",

@@ -179,3 +179,21 @@ def test_replay_queues_a_refused_write_again(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert "1 failed write(s) queued again" in result.stderr
+
+
+def test_ingest_refuses_to_start_with_bodies_larger_than_kafka_messages(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "onefunnel.cli", "ingest"],
+        cwd=tmp_path,
+        env={**os.environ, "ONEFUNNEL_BUS": "kafka", "ONEFUNNEL_MAX_BODY_BYTES": str(4 * 1024 * 1024)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "onefunnel: invalid configuration: ONEFUNNEL_MAX_BODY_BYTES: must be at most "
+        "ONEFUNNEL_KAFKA_MAX_MESSAGE_BYTES - 65536 (4128768) on Kafka"
+    ]

@@ -5,7 +5,8 @@ Answers, and what the platform should make of them:
   we use, or it was a redelivery of events already published. Nothing more to do.
 - 401: the delivery failed verification. Nothing was stored.
 - 400/413/415: authenticated or not, we cannot read it (an authenticated one is kept on the
-  dead-letter topic for an operator). Retrying the same bytes will not help.
+  dead-letter topic for an operator), or one of its events is larger than the bus takes (413,
+  kept there too). Retrying the same bytes will not help.
 - 404: the source is unknown or not configured (disabled).
 - 503 with Retry-After: the bus did not acknowledge in time. Nothing is lost: retry later.
 """
@@ -25,7 +26,7 @@ from onefunnel.ingest.platforms.base import Delivery, InvalidPayload, Platform, 
 from onefunnel.ingest.recent_keys import RecentKeys
 from onefunnel.ingest.request_ids import REQUEST_ID
 from onefunnel.shared import envelope
-from onefunnel.shared.bus import Bus, BusUnavailable, OutgoingMessage
+from onefunnel.shared.bus import Bus, BusError, MessageTooLarge, OutgoingMessage
 from onefunnel.shared.events import SourceSystem
 from onefunnel.shared.settings import TopicSettings
 from onefunnel.shared.stage_mapping import StageMapping
@@ -33,6 +34,7 @@ from onefunnel.shared.stage_mapping import StageMapping
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
+_STATUS = {"invalid_payload": 400, "event_too_large": 413}  # of a delivery sent to the dead letters
 CE_SOURCE = "/onefunnel/ingest"
 
 
@@ -96,7 +98,7 @@ class WebhookReceiver:
             check_json_depth(body, limit=self.max_json_depth)
             normalized = platform.normalize(delivery, self.mapping)
         except (InvalidPayload, DeliveryRejected) as error:
-            return await self._dead_letter(source, delivery, reason=str(error))
+            return await self._dead_letter(source, delivery, reason=str(error), code="invalid_payload")
 
         if normalized.ignored:
             instruments.IGNORED_BY[source].inc(normalized.ignored)
@@ -107,8 +109,17 @@ class WebhookReceiver:
                 await self.bus.publish(
                     self.topics.topic_source_events, [envelope.encode(e, source=CE_SOURCE) for e in fresh]
                 )
-            except BusUnavailable as error:
-                log.warning("bus unavailable; asking %s to retry", source, extra={"error": str(error)})
+            except MessageTooLarge as error:
+                return await self._dead_letter(source, delivery, reason=str(error), code="event_too_large")
+            except BusError as error:
+                # Not stored, whatever the cause: ask for a retry. Only an outage is expected here.
+                level = logging.WARNING if error.retriable else logging.ERROR
+                log.log(
+                    level,
+                    "bus did not take the delivery; asking %s to retry",
+                    source,
+                    extra={"error": str(error)},
+                )
                 return self._finish(source, "unavailable", _unavailable())
             instruments.PUBLISH_SECONDS_BY[source].observe(time.perf_counter() - started)
             self.recent.remember(e.idempotency_key for e in fresh)
@@ -128,8 +139,10 @@ class WebhookReceiver:
             )
         return self._finish(source, outcome, response, events=len(fresh))
 
-    async def _dead_letter(self, source: SourceSystem, delivery: Delivery, *, reason: str) -> Response:
-        """Keep an authenticated but unreadable delivery for an operator, then refuse it."""
+    async def _dead_letter(
+        self, source: SourceSystem, delivery: Delivery, *, reason: str, code: str
+    ) -> Response:
+        """Keep an authenticated delivery we cannot publish for an operator, then refuse it."""
         message = OutgoingMessage(
             key=source.encode(),
             value=delivery.body,
@@ -146,10 +159,11 @@ class WebhookReceiver:
         )
         try:
             await self.bus.publish(self.topics.topic_dead_letters, [message])
-        except BusUnavailable:
+        except BusError as error:  # not kept: ask for a retry (the start-up check makes any body fit)
+            log.warning("cannot keep a rejected delivery from %s", source, extra={"error": str(error)})
             return self._finish(source, "unavailable", _unavailable())
         instruments.DEAD_LETTERED.inc()
-        return self._finish(source, "invalid", _error(400, "invalid_payload", reason))
+        return self._finish(source, "invalid", _error(_STATUS[code], code, reason))
 
     def _finish(self, source: SourceSystem, outcome: str, response: Response, *, events: int = 0) -> Response:
         instruments.RECEIVED_BY[source, outcome].inc()
@@ -192,7 +206,7 @@ def webhook_router(receiver: WebhookReceiver) -> APIRouter:
             400: {"description": "Authenticated but unreadable; kept on the dead-letter topic."},
             401: {"description": "Verification failed; nothing stored."},
             404: {"description": "Unknown or disabled source."},
-            413: {"description": "Body too large."},
+            413: {"description": "Body or one of its events too large (the delivery is then dead-lettered)."},
             415: {"description": "Content type this source never sends."},
             503: {"description": "The bus did not acknowledge; retry after Retry-After seconds."},
         },

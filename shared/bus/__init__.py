@@ -8,6 +8,7 @@ from onefunnel.shared.bus.base import (
     BusError,
     BusUnavailable,
     Message,
+    MessageTooLarge,
     OutgoingMessage,
     Subscription,
 )
@@ -15,7 +16,16 @@ from onefunnel.shared.bus.kafka import KafkaBus
 from onefunnel.shared.bus.local import LocalBus
 from onefunnel.shared.settings import BusKind, BusSettings
 
-__all__ = ["Bus", "BusError", "BusUnavailable", "Message", "OutgoingMessage", "Subscription", "open_bus"]
+__all__ = [
+    "Bus",
+    "BusError",
+    "BusUnavailable",
+    "Message",
+    "MessageTooLarge",
+    "OutgoingMessage",
+    "Subscription",
+    "open_bus",
+]
 
 
 @asynccontextmanager
@@ -32,6 +42,7 @@ async def open_bus(settings: BusSettings, *, topics: Sequence[str]) -> AsyncIter
             partitions=settings.kafka_partitions,
             replication_factor=settings.kafka_replication_factor,
             publish_timeout=settings.publish_timeout,
+            max_message_bytes=settings.kafka_max_message_bytes,
             topics=topics,
         )
     else:

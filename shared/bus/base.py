@@ -10,7 +10,8 @@ Delivery semantics:
   messages again, in the same order per key, the next time its group subscribes.
 
 Errors: `BusError` is the root. `BusUnavailable` (retriable=True) means the backend could not be
-reached or did not answer in time; anything else is a `BusError` with retriable=False.
+reached or did not answer in time; `MessageTooLarge` that a message exceeds the backend's limit (none
+of the batch was published); anything else is a `BusError` with retriable=False.
 """
 
 from collections.abc import AsyncIterator, Sequence
@@ -25,6 +26,10 @@ class BusError(Exception):
 
 class BusUnavailable(BusError):
     retriable = True
+
+
+class MessageTooLarge(BusError):
+    """A message is larger than the backend accepts; publishing it again will not help."""
 
 
 Headers = tuple[tuple[str, bytes], ...]

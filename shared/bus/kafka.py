@@ -8,15 +8,24 @@ from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 
-from onefunnel.shared.bus.base import BusError, BusUnavailable, Message, OutgoingMessage
+from onefunnel.shared.bus.base import BusError, BusUnavailable, Message, MessageTooLarge, OutgoingMessage
 from onefunnel.shared.bus.kafka_batches import BatchPublisher
 
 log = logging.getLogger(__name__)
 
 _PARTITIONER = DefaultPartitioner()
+# What a record adds to its key and value at most: our headers (CloudEvents attributes, a few
+# hundred bytes) and the record's own framing.
+_RECORD_OVERHEAD = 4096
 
 
 def _partition_for(key: bytes, partitions: Sequence[int]) -> int:
@@ -41,6 +50,7 @@ class KafkaBus:
         partitions: int,
         replication_factor: int,
         publish_timeout: float,
+        max_message_bytes: int,
         topics: Sequence[str],
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
@@ -48,6 +58,7 @@ class KafkaBus:
         self._partitions = partitions
         self._replication_factor = replication_factor
         self._publish_timeout = publish_timeout
+        self._max_message_bytes = max_message_bytes
         self._topics = list(topics)
         self._producer: AIOKafkaProducer | None = None
         self._batches: BatchPublisher | None = None
@@ -63,6 +74,7 @@ class KafkaBus:
                     enable_idempotence=True,
                     request_timeout_ms=int(self._publish_timeout * 1000),
                     linger_ms=1,
+                    max_request_size=self._max_message_bytes,
                 )
                 try:
                     await asyncio.wait_for(producer.start(), self._publish_timeout)
@@ -84,7 +96,11 @@ class KafkaBus:
             existing = set(await admin.list_topics())
             missing = [topic for topic in self._topics if topic not in existing]
             if missing:
-                new = [NewTopic(t, self._partitions, self._replication_factor) for t in missing]
+                config = {"max.message.bytes": str(self._max_message_bytes)}
+                new = [
+                    NewTopic(t, self._partitions, self._replication_factor, topic_configs=config)
+                    for t in missing
+                ]
                 with contextlib.suppress(TopicAlreadyExistsError):  # another process was first
                     await admin.create_topics(new)
                 log.info("created topics", extra={"topics": missing, "partitions": self._partitions})
@@ -94,6 +110,12 @@ class KafkaBus:
             await admin.close()
 
     async def publish(self, topic: str, messages: Sequence[OutgoingMessage]) -> None:
+        for m in messages:  # refused here, or the broker would refuse the batch it shares
+            if len(m.key) + len(m.value) + _RECORD_OVERHEAD > self._max_message_bytes:
+                raise MessageTooLarge(
+                    f"a message of {len(m.value)} bytes exceeds ONEFUNNEL_KAFKA_MAX_MESSAGE_BYTES "
+                    f"({self._max_message_bytes})"
+                )
         producer = await self._started_producer()
         assert self._batches is not None  # started with the producer
         try:
@@ -109,6 +131,8 @@ class KafkaBus:
                 await self._batches.publish(topic, placed)
         except TimeoutError as error:
             raise BusUnavailable(f"Kafka did not acknowledge within {self._publish_timeout} s") from error
+        except (MessageSizeTooLargeError, RecordListTooLargeError) as error:
+            raise MessageTooLarge(f"Kafka refused the batch as too large: {error!r}") from error
         except KafkaError as error:
             if error.retriable:
                 raise BusUnavailable(f"Kafka rejected the batch: {error!r}") from error
@@ -133,6 +157,7 @@ class KafkaBus:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            max_partition_fetch_bytes=self._max_message_bytes,
         )
         try:
             await consumer.start()

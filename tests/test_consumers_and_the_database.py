@@ -7,7 +7,8 @@ it), and once the database is back the same events are handled, none of them par
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from onefunnel.shared.stages import Stage
 from onefunnel.sync.consumer import run_consumer
 from onefunnel.sync.handler import Rules
 from onefunnel.sync.tables import InboxRow
-from tests.conftest import own_postgres_server
+from tests.conftest import PostgresServer, own_postgres_server
 
 TOPICS = TopicSettings(topic_source_events="events", topic_stage_changes="changes", topic_dead_letters="dead")
 RULES = Rules(
@@ -75,6 +76,26 @@ def transition(campaign: str = "spring") -> LeadStageChanged:
         ),
         attribution=Attribution(campaign=campaign),
     )
+
+
+@asynccontextmanager
+async def server_database_and_bus(
+    tmp_path: Path, *, name: str
+) -> AsyncIterator[tuple[PostgresServer, AsyncEngine, Bus]]:
+    """A PostgreSQL server of the test's own (to stop and start) with sync's and metrics' tables; a bus."""
+    with own_postgres_server() as server:
+        connection = await asyncpg.connect(server.url)
+        await connection.execute(f"CREATE DATABASE {name}")
+        await connection.close()
+        engine = create_engine(DatabaseSettings(database_url=server.url.rsplit("/", 1)[0] + f"/{name}"))
+        await migrate(engine, service="sync")
+        await migrate(engine, service="metrics")
+        bus_settings = BusSettings(bus=BusKind.LOCAL, local_bus_path=tmp_path / "bus.sqlite3")
+        try:
+            async with open_bus(bus_settings, topics=TOPICS.all) as bus:
+                yield server, engine, bus
+        finally:
+            await engine.dispose()
 
 
 async def count(engine: AsyncEngine, table: type) -> int:
@@ -192,37 +213,49 @@ async def test_a_transition_the_database_refuses_is_parked_and_the_rest_counted(
 async def test_while_the_database_is_down_nothing_is_parked_and_everything_is_handled_after(
     tmp_path: Path,
 ) -> None:
-    with own_postgres_server() as server:
-        connection = await asyncpg.connect(server.url)
-        await connection.execute("CREATE DATABASE outage")
-        await connection.close()
-        engine = create_engine(DatabaseSettings(database_url=server.url.rsplit("/", 1)[0] + "/outage"))
-        await migrate(engine, service="sync")
-        await migrate(engine, service="metrics")
-        bus_settings = BusSettings(bus=BusKind.LOCAL, local_bus_path=tmp_path / "bus.sqlite3")
-        async with open_bus(bus_settings, topics=TOPICS.all) as bus:
-            tasks = consumers(bus, engine)
-            await asyncio.sleep(1)  # both consumers started (metrics reads its gauges first)
-            server.stop()
-            await bus.publish(
-                TOPICS.topic_source_events, [envelope.encode(source_event("1"), source="/test")]
-            )
-            await bus.publish(TOPICS.topic_stage_changes, [envelope.encode(transition(), source="/test")])
-            async with asyncio.timeout(60):
-                outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-            assert all(isinstance(o, Exception) for o in outcomes), outcomes  # stopped, to be restarted
-            assert await parked(bus) == []
+    async with server_database_and_bus(tmp_path, name="outage") as (server, engine, bus):
+        tasks = consumers(bus, engine)
+        await asyncio.sleep(1)  # both consumers started (metrics reads its gauges first)
+        server.stop()
+        await bus.publish(TOPICS.topic_source_events, [envelope.encode(source_event("1"), source="/test")])
+        await bus.publish(TOPICS.topic_stage_changes, [envelope.encode(transition(), source="/test")])
+        async with asyncio.timeout(60):
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(o, Exception) for o in outcomes), outcomes  # stopped, to be restarted
+        assert await parked(bus) == []
 
-            server.start()
-            await engine.dispose()  # drop the pool's dead connections, as a restarted process would
-            tasks = consumers(bus, engine)
+        server.start()
+        await engine.dispose()  # drop the pool's dead connections, as a restarted process would
+        await until_handled_then_stop(engine, consumers(bus, engine), events=1)
+        assert await parked(bus) == []
 
-            async def both_handled() -> bool:
-                return await count(engine, InboxRow) == 1 and await count(engine, TransitionRow) == 1
 
-            try:
-                await until(both_handled)
-            finally:
-                await stop(tasks)
-            assert await parked(bus) == []
-        await engine.dispose()
+async def test_after_the_database_restarts_the_consumers_replace_their_dropped_connections(
+    tmp_path: Path,
+) -> None:
+    """The pool's connections die with the server; the first that fails renews the pool; nothing is parked."""
+    async with server_database_and_bus(tmp_path, name="restart") as (server, engine, bus):
+        tasks = consumers(bus, engine)
+        await bus.publish(TOPICS.topic_source_events, [envelope.encode(source_event("1"), source="/t")])
+        await until(lambda: handled(engine, events=1))  # the pool holds a connection now
+        server.stop()
+        server.start()
+        await bus.publish(TOPICS.topic_source_events, [envelope.encode(source_event("2"), source="/t")])
+        await bus.publish(TOPICS.topic_stage_changes, [envelope.encode(transition(), source="/t")])
+        assert await until_handled_then_stop(engine, tasks, events=2)  # neither had to be restarted
+        assert await parked(bus) == []
+
+
+async def handled(engine: AsyncEngine, *, events: int, transitions: int = 0) -> bool:
+    return await count(engine, InboxRow) == events and await count(engine, TransitionRow) == transitions
+
+
+async def until_handled_then_stop(
+    engine: AsyncEngine, tasks: list[asyncio.Task[None]], *, events: int
+) -> bool:
+    """Wait for sync to handle `events` events and metrics to count one transition; True if none stopped."""
+    try:
+        await until(lambda: handled(engine, events=events, transitions=1))
+        return not any(task.done() for task in tasks)
+    finally:
+        await stop(tasks)

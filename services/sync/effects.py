@@ -103,16 +103,17 @@ def enqueue_writes(
 
 async def supersede_older_writes(session: AsyncSession, lead_id: uuid.UUID, decision: Decision) -> None:
     """Only the newest stage matters: an older pending write to the same system must not land after it."""
-    for write in decision.writes:
-        await session.execute(
-            update(WriteRow)
-            .where(
-                col(WriteRow.lead_id) == lead_id,
-                col(WriteRow.system) == write.system,
-                col(WriteRow.status) == "pending",
-            )
-            .values(status="superseded")
+    if not decision.writes:
+        return
+    await session.execute(
+        update(WriteRow)
+        .where(
+            col(WriteRow.lead_id) == lead_id,
+            col(WriteRow.system).in_([write.system for write in decision.writes]),
+            col(WriteRow.status) == "pending",
         )
+        .values(status="superseded")
+    )
 
 
 async def delete_elsewhere(

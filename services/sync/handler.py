@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from onefunnel.shared import database
 from onefunnel.shared.events import (
     ObjectType,
     RecordLink,
@@ -61,14 +62,8 @@ class Handled:
 
 async def handle(session: AsyncSession, event: SourceEvent, *, rules: Rules, now: datetime) -> Handled:
     """Apply `event` inside the caller's transaction."""
-    inbox = await session.get(InboxRow, (event.source.value, event.idempotency_key))
-    if inbox is not None:
+    if not await _into_inbox(session, event, now=now):
         return Handled("duplicate", lead_id=None)
-    session.add(
-        InboxRow(
-            source=event.source, idempotency_key=event.idempotency_key, event_id=event.id, processed_at=now
-        )
-    )
 
     if event.event_type is SourceEventType.DELETED:
         if rules.propagate_deletes:
@@ -76,7 +71,7 @@ async def handle(session: AsyncSession, event: SourceEvent, *, rules: Rules, now
         lead_id = await identity.unlink(session, event, now=now)
         return Handled(Outcome.NO_OP, lead_id=lead_id)
     found = await identity.find(session, event)
-    if found is None and event.object_type in identity.SECONDARY:
+    if found.lead is None and event.object_type in identity.SECONDARY:
         await _park(session, event, now=now)
         return Handled("parked")
     lead, linked = await identity.resolve(session, event, found=found, now=now)
@@ -95,7 +90,7 @@ async def handle(session: AsyncSession, event: SourceEvent, *, rules: Rules, now
 
     if decision.echo is not None:
         await effects.consume_echo(session, lead.id, decision.echo)
-    if event.changes.stage_raw is not None:
+    if event.changes.stage_raw is not None and _stage_raw_changed(state, event):
         await session.execute(
             update(LeadLinkRow)
             .where(col(LeadLinkRow.system) == event.source, col(LeadLinkRow.record_id) == event.object_id)
@@ -128,6 +123,25 @@ async def handle(session: AsyncSession, event: SourceEvent, *, rules: Rules, now
     return Handled(decision.outcome, lead_id=lead.id, decision=decision)
 
 
+async def _into_inbox(session: AsyncSession, event: SourceEvent, *, now: datetime) -> bool:
+    """Record the event as processed; False if it was already (a redelivery)."""
+    inserted = await session.scalar(
+        database.insert(session, InboxRow)
+        .values(
+            source=event.source, idempotency_key=event.idempotency_key, event_id=event.id, processed_at=now
+        )
+        .on_conflict_do_nothing()
+        .returning(col(InboxRow.event_id))
+    )
+    return inserted is not None
+
+
+def _stage_raw_changed(state: LeadState, event: SourceEvent) -> bool:
+    """Whether the event's record holds another stage value than the event reports (or is unknown)."""
+    own = [k for k in state.links if k.system is event.source and k.record_id == event.object_id]
+    return not own or any(k.stage_raw != event.changes.stage_raw for k in own)
+
+
 async def _park(session: AsyncSession, event: SourceEvent, *, now: datetime) -> None:
     """Keep the event (not its inbox row: it is handled when it leaves the car park)."""
     exists = await session.scalar(
@@ -143,9 +157,11 @@ async def _park(session: AsyncSession, event: SourceEvent, *, now: datetime) -> 
                 parked_at=now,
             )
         )
-    inbox = await session.get(InboxRow, (event.source.value, event.idempotency_key))
-    if inbox is not None:
-        await session.delete(inbox)
+    await session.execute(
+        delete(InboxRow).where(
+            col(InboxRow.source) == event.source, col(InboxRow.idempotency_key) == event.idempotency_key
+        )
+    )
 
 
 async def _unpark(session: AsyncSession, record: RecordLink, *, rules: Rules, now: datetime) -> None:

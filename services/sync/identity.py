@@ -6,9 +6,10 @@ event is matched by its own record's link, then by the links of the related reco
 """
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -30,15 +31,27 @@ def _records(event: SourceEvent) -> list[RecordLink]:
     return [own, *event.related]
 
 
-async def _linked_lead(session: AsyncSession, records: list[RecordLink]) -> LeadRow | None:
+Links = dict[tuple[str, str], tuple[LeadLinkRow, LeadRow | None]]  # by (system, record id), with the lead
+
+
+async def _links(session: AsyncSession, records: list[RecordLink]) -> Links:
+    """The links of `records` that exist, each with its lead, in one query."""
+    keys = [(record.system.value, record.record_id) for record in records]
+    rows = await session.execute(
+        select(LeadLinkRow, LeadRow)
+        .outerjoin(LeadRow, col(LeadRow.id) == col(LeadLinkRow.lead_id))
+        .where(tuple_(col(LeadLinkRow.system), col(LeadLinkRow.record_id)).in_(keys))
+    )
+    return {(link.system, link.record_id): (link, lead) for link, lead in rows}
+
+
+async def _linked_lead(session: AsyncSession, records: list[RecordLink], links: Links) -> LeadRow | None:
     for record in records:
-        link = await session.get(LeadLinkRow, (record.system.value, record.record_id))
-        if link is not None:
-            lead = await session.get(LeadRow, link.lead_id)
-            while lead is not None and lead.merged_into is not None:
-                lead = await session.get(LeadRow, lead.merged_into)
-            if lead is not None:
-                return lead
+        _, lead = links.get((record.system.value, record.record_id), (None, None))
+        while lead is not None and lead.merged_into is not None:
+            lead = await session.get(LeadRow, lead.merged_into)
+        if lead is not None:
+            return lead
     return None
 
 
@@ -46,50 +59,59 @@ async def _linked_lead(session: AsyncSession, records: list[RecordLink]) -> Lead
 SECONDARY = frozenset({ObjectType.OPPORTUNITY, ObjectType.DEAL})
 
 
-async def find(session: AsyncSession, event: SourceEvent) -> LeadRow | None:
-    """The event's lead by record links, then by email; None if it has none yet."""
-    lead = await _linked_lead(session, _records(event))
+@dataclass(frozen=True)
+class Found:
+    lead: LeadRow | None  # None: the event's lead is not known yet
+    links: Links  # the links of the records the event names
+
+
+async def find(session: AsyncSession, event: SourceEvent) -> Found:
+    """The event's lead by record links, then by email, with the links it was looked up by."""
+    links = await _links(session, _records(event))
+    lead = await _linked_lead(session, _records(event), links)
     email = normalized_email(event.changes.email)
     if lead is None and email is not None:
         lead = await session.scalar(
             select(LeadRow).where(col(LeadRow.email) == email, col(LeadRow.merged_into).is_(None))
         )
-    return lead
+    return Found(lead, links)
 
 
 async def resolve(
-    session: AsyncSession, event: SourceEvent, *, found: LeadRow | None, now: datetime
+    session: AsyncSession, event: SourceEvent, *, found: Found, now: datetime
 ) -> tuple[LeadRow, list[RecordLink]]:
-    """Start the event's lead if `found` is None; link every record the event names to it.
+    """Start the event's lead if none was found; link every record the event names to it.
 
     Returns the lead and the records linked to it just now. A record that was another lead's
     (a converted lead's opportunity that arrived first) brings that lead along: it is merged in.
+    The lead comes back out of the session's unit of work: the handler writes it, once, version-checked.
     """
-    lead = found
+    lead = found.lead
     if lead is None:
         lead = LeadRow(id=uuid.uuid4(), origin_system=event.source, created_at=now, updated_at=now)
         session.add(lead)
         await session.flush()
-    linked = await _attach(session, _records(event), to=lead, now=now)
+    session.expunge(lead)
+    linked = await _attach(session, _records(event), found.links, to=lead, now=now)
     return lead, linked
 
 
 async def _attach(
-    session: AsyncSession, records: list[RecordLink], *, to: LeadRow, now: datetime
+    session: AsyncSession, records: list[RecordLink], links: Links, *, to: LeadRow, now: datetime
 ) -> list[RecordLink]:
-    """Link `records` to a lead; a record of another lead brings that lead along (it is folded in)."""
+    """Link `records` (whose existing `links` are given) to a lead; another lead's record brings it along."""
     linked = []
     for record in records:
-        link = await session.get(LeadLinkRow, (record.system.value, record.record_id))
+        link, _ = links.get((record.system.value, record.record_id), (None, None))
         if link is None:
-            session.add(
-                LeadLinkRow(
-                    system=record.system,
-                    record_id=record.record_id,
-                    object_type=record.object_type,
-                    lead_id=to.id,
-                )
+            link = LeadLinkRow(
+                system=record.system,
+                record_id=record.record_id,
+                object_type=record.object_type,
+                lead_id=to.id,
             )
+            session.add(link)
+            links[(record.system.value, record.record_id)] = (link, to)  # a record named twice is linked once
             linked.append(record)
         elif link.lead_id != to.id:
             other = await session.get(LeadRow, link.lead_id)
@@ -134,7 +156,7 @@ async def merge(session: AsyncSession, event: SourceEvent, *, into: LeadRow, now
         RecordLink(system=event.source, object_type=event.object_type, record_id=r)
         for r in event.merged_object_ids
     ]
-    await _attach(session, losers, to=into, now=now)
+    await _attach(session, losers, await _links(session, losers), to=into, now=now)
 
 
 async def _fold_into(session: AsyncSession, lead: LeadRow, *, into: LeadRow, now: datetime) -> None:

@@ -38,3 +38,7 @@ def configure_logging(settings: LogSettings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     # uvicorn's access log would print every webhook's query string, which may carry tokens.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every API call at INFO (a line per write-back); at DEBUG it is wanted.
+    logging.getLogger("httpx").setLevel(
+        logging.DEBUG if settings.log_level.upper() == "DEBUG" else logging.WARNING
+    )

@@ -14,14 +14,16 @@ are never dropped, and an older write never lands after a newer one (the handler
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
-from sqlalchemy import delete, exists, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
+from onefunnel.shared import database
 from onefunnel.sync import instruments
 from onefunnel.sync.identity import as_utc
 from onefunnel.sync.platforms.base import PlatformClient, PlatformError
@@ -30,10 +32,25 @@ from onefunnel.sync.tables import ExpectedEchoRow, LeadLinkRow, LeadRow, WriteRo
 log = logging.getLogger(__name__)
 
 BATCH = 20
+GAUGE_EVERY_SECONDS = 5.0
 MAX_BACKOFF = timedelta(minutes=10)
 # A claimed write whose replica died is taken up again after this; a live replica finishes well within it.
 CLAIM_LEASE = timedelta(minutes=5)
 _TAKEABLE = ("pending", "claimed")  # with next_attempt_at due: a retry's time, or a claim's lease
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A write this worker holds, with what making it needs: the lead's record here, else its email."""
+
+    row: WriteRow
+    record_id: str | None
+    email: str | None
+
+
+def _deletes(row: WriteRow) -> bool:
+    """A propagated deletion of a record: no link to look up or to remember."""
+    return row.delete and bool(row.record_id)
 
 
 class WriteBack:
@@ -41,6 +58,7 @@ class WriteBack:
         self.client = client
         self.sessions = sessions
         self.system = client.system.value
+        self._gauge_due = 0.0  # loop time at which the pending gauge is counted again
 
     async def run(self, wake: asyncio.Event) -> None:
         """Write until cancelled; `wake` is set when new writes were committed, else poll every second."""
@@ -76,104 +94,149 @@ class WriteBack:
                     .limit(BATCH * 4)
                 )
             ).all()
-            pending = await session.scalar(
-                select(func.count())
-                .select_from(WriteRow)
-                .where(col(WriteRow.status).in_(("pending", "claimed")), col(WriteRow.system) == self.system)
-            )
-        instruments.WRITES_PENDING.labels(self.system).set(pending or 0)
+            await self._count_pending(session)
         first_per_lead: dict[object, WriteRow] = {}
         for row in rows:
             first_per_lead.setdefault(row.lead_id, row)
-        due = [row for row in list(first_per_lead.values())[:BATCH] if await self._claim(row, now=now)]
-        await asyncio.gather(*(self._write(row) for row in due))
+        due = await self._claim(list(first_per_lead.values())[:BATCH], now=now)
+        written = await asyncio.gather(*(self._write(claimed) for claimed in due))
+        made = [
+            (claimed.row, record) for claimed, record in zip(due, written, strict=True) if record is not None
+        ]
+        await self._finish_done(made)
         return len(due)
 
-    async def _claim(self, row: WriteRow, *, now: datetime) -> bool:
-        """Take the write until CLAIM_LEASE passes; False if another replica took it first."""
-        async with self.sessions() as session, session.begin():
-            result = await session.execute(
-                update(WriteRow)
-                .where(
-                    col(WriteRow.id) == row.id,
-                    col(WriteRow.status).in_(_TAKEABLE),
-                    col(WriteRow.next_attempt_at) <= now,
-                )
-                .values(status="claimed", next_attempt_at=now + CLAIM_LEASE)
-                .execution_options(synchronize_session=False)
-            )
-            # rowcount must be read before the transaction ends: aiosqlite closes the cursor with it.
-            claimed = bool(result.rowcount)  # type: ignore[attr-defined]
-        return claimed
+    async def _count_pending(self, session: AsyncSession) -> None:
+        """Refresh the pending gauge, every few seconds rather than at every turn of the loop."""
+        if asyncio.get_running_loop().time() < self._gauge_due:
+            return
+        self._gauge_due = asyncio.get_running_loop().time() + GAUGE_EVERY_SECONDS
+        pending = await session.scalar(
+            select(func.count())
+            .select_from(WriteRow)
+            .where(col(WriteRow.status).in_(("pending", "claimed")), col(WriteRow.system) == self.system)
+        )
+        instruments.WRITES_PENDING.labels(self.system).set(pending or 0)
 
-    async def _write(self, row: WriteRow) -> None:
+    async def _claim(self, rows: list[WriteRow], *, now: datetime) -> list[_Claimed]:
+        """Take the writes until CLAIM_LEASE passes, but those another replica took first."""
+        if not rows:
+            return []
+        async with self.sessions() as session, session.begin():
+            claimed = set(
+                (
+                    await session.scalars(
+                        update(WriteRow)
+                        .where(
+                            col(WriteRow.id).in_([row.id for row in rows]),
+                            col(WriteRow.status).in_(_TAKEABLE),
+                            col(WriteRow.next_attempt_at) <= now,
+                        )
+                        .values(status="claimed", next_attempt_at=now + CLAIM_LEASE)
+                        .returning(col(WriteRow.id))
+                        .execution_options(synchronize_session=False)
+                    )
+                ).all()
+            )
+            ours = [row for row in rows if row.id in claimed]
+            leads = {row.lead_id for row in ours if not _deletes(row)}
+            records, emails = await self._targets(session, leads) if leads else ({}, {})
+        return [_Claimed(row, records.get(row.lead_id), emails.get(row.lead_id)) for row in ours]
+
+    async def _targets(
+        self, session: AsyncSession, leads: set[UUID]
+    ) -> tuple[dict[UUID, str], dict[UUID, str | None]]:
+        """Each lead's record in this system (the first found) and its email, in one query."""
+        found = await session.execute(
+            select(col(LeadRow.id), col(LeadRow.email), col(LeadLinkRow.record_id))
+            .outerjoin(
+                LeadLinkRow,
+                and_(
+                    col(LeadLinkRow.lead_id) == col(LeadRow.id),
+                    col(LeadLinkRow.system) == self.system,
+                    col(LeadLinkRow.object_type) == self.client.object_type,
+                ),
+            )
+            .where(col(LeadRow.id).in_(leads))
+        )
+        records: dict[UUID, str] = {}
+        emails: dict[UUID, str | None] = {}
+        for lead_id, email, record_id in found:
+            emails[lead_id] = email
+            if record_id is not None:
+                records.setdefault(lead_id, record_id)
+        return records, emails
+
+    async def _write(self, claimed: _Claimed) -> str | None:
+        """Make the write; the record it was made to, or None if it failed (and was recorded so)."""
+        row = claimed.row
         operation = "delete" if row.delete else "create" if row.create else "write_stage"
         try:
-            await self._call(row)
+            record_id = await self._call(claimed)
         except PlatformError as error:
             instruments.API_CALLS.labels(self.system, operation, error.code or f"http_{error.status}").inc()
             await self._failed(row, error)
-            return
+            return None
         instruments.API_CALLS.labels(self.system, operation, "ok").inc()
         instruments.SYNC_LAG.labels(self.system).observe(
             max(0.0, (datetime.now(UTC) - as_utc(row.occurred_at)).total_seconds())
         )
-        await self._finish(row, status="done")
+        return record_id
 
-    async def _call(self, row: WriteRow) -> None:
-        if row.delete and row.record_id:
+    async def _call(self, claimed: _Claimed) -> str:
+        row = claimed.row
+        if row.delete and row.record_id:  # as _deletes(row), spelled so that mypy sees a str
             await self.client.delete(row.record_id)
+            return row.record_id
+        if claimed.record_id is not None:
+            await self.client.write_stage(
+                record_id=claimed.record_id, stage_value=row.value, backward=row.backward
+            )
+            return claimed.record_id
+        if (
+            claimed.email is None
+        ):  # its email may still be on the way (HubSpot reports it in an event of its own)
+            raise PlatformError(
+                "the lead has no email yet to find or create its record by",
+                retriable=True,
+                code="NO_EMAIL_YET",
+            )
+        record_id = await self.client.find_by_email(claimed.email) or ""
+        if record_id:
+            await self.client.write_stage(record_id=record_id, stage_value=row.value, backward=False)
+            return record_id
+        return await self.client.create(email=claimed.email, stage_value=row.value)
+
+    async def _finish_done(self, written: list[tuple[WriteRow, str]]) -> None:
+        """Mark the writes done and link each record to its lead with the value just written, at once."""
+        if not written:
             return
         async with self.sessions() as session, session.begin():
-            link = await session.scalar(
-                select(LeadLinkRow).where(
-                    col(LeadLinkRow.lead_id) == row.lead_id,
-                    col(LeadLinkRow.system) == self.system,
-                    col(LeadLinkRow.object_type) == self.client.object_type,
+            for row, record_id in written:
+                if _deletes(row):
+                    continue
+                # The record's own webhook may have linked it meanwhile: then only its value is new.
+                upsert = database.insert(session, LeadLinkRow).values(
+                    system=self.system,
+                    record_id=record_id,
+                    object_type=self.client.object_type,
+                    lead_id=row.lead_id,
+                    stage_raw=row.value,
                 )
-            )
-            lead = await session.get(LeadRow, row.lead_id)
-        if link is not None:
-            await self.client.write_stage(
-                record_id=link.record_id, stage_value=row.value, backward=row.backward
-            )
-            record_id = link.record_id
-        else:
-            email = lead.email if lead else None
-            if email is None:  # its email may still be on the way (HubSpot reports it in an event of its own)
-                raise PlatformError(
-                    "the lead has no email yet to find or create its record by",
-                    retriable=True,
-                    code="NO_EMAIL_YET",
+                await session.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[col(LeadLinkRow.system), col(LeadLinkRow.record_id)],
+                        set_={"stage_raw": upsert.excluded.stage_raw},
+                    )
                 )
-            record_id = await self.client.find_by_email(email) or ""
-            if record_id:
-                await self.client.write_stage(record_id=record_id, stage_value=row.value, backward=False)
-            else:
-                record_id = await self.client.create(email=email, stage_value=row.value)
-        await self._remember(row, record_id)
-
-    async def _remember(self, row: WriteRow, record_id: str) -> None:
-        """Link the record to the lead with the value just written (its own webhook may have linked it)."""
-        for _ in range(2):
-            try:
-                async with self.sessions() as session, session.begin():
-                    existing = await session.get(LeadLinkRow, (self.system, record_id))
-                    if existing is None:
-                        session.add(
-                            LeadLinkRow(
-                                system=self.system,
-                                record_id=record_id,
-                                object_type=self.client.object_type,
-                                lead_id=row.lead_id,
-                                stage_raw=row.value,
-                            )
-                        )
-                    else:
-                        existing.stage_raw = row.value
-                return
-            except IntegrityError:
-                continue  # the record's webhook linked it in the meantime: update that link instead
+            await session.execute(
+                update(WriteRow)
+                .where(
+                    col(WriteRow.id).in_([row.id for row, _ in written]), col(WriteRow.status) == "claimed"
+                )
+                .values(status="done", attempts=col(WriteRow.attempts) + 1, finished_at=datetime.now(UTC))
+                .execution_options(synchronize_session=False)
+            )
 
     async def _failed(self, row: WriteRow, error: PlatformError) -> None:
         if not error.retriable:
@@ -185,7 +248,7 @@ class WriteBack:
                 extra={"write_id": row.id, "lead_id": str(row.lead_id), "code": error.code},
             )
             instruments.WRITE_FAILURES.labels(self.system).inc()
-            await self._finish(row, status="failed", error=error)
+            await self._finish_failed(row, error)
             return
         instruments.API_RETRIES.labels(self.system).inc()
         backoff = min(timedelta(seconds=2 ** min(row.attempts, 10)), MAX_BACKOFF)
@@ -202,27 +265,27 @@ class WriteBack:
                 )
             )
 
-    async def _finish(self, row: WriteRow, *, status: str, error: PlatformError | None = None) -> None:
+    async def _finish_failed(self, row: WriteRow, error: PlatformError) -> None:
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(WriteRow)
                 .where(col(WriteRow.id) == row.id, col(WriteRow.status) == "claimed")
                 .values(
-                    status=status,
+                    status="failed",
                     attempts=row.attempts + 1,
                     finished_at=datetime.now(UTC),
-                    error_code=error.code if error else None,
-                    last_error=str(error)[:1000] if error else None,
+                    error_code=error.code,
+                    last_error=str(error)[:1000],
                 )
             )
-            if error is not None:  # no webhook will come back for a write that did not happen
-                await session.execute(
-                    delete(ExpectedEchoRow).where(
-                        col(ExpectedEchoRow.lead_id) == row.lead_id,
-                        col(ExpectedEchoRow.system) == self.system,
-                        col(ExpectedEchoRow.value) == row.value,
-                    )
+            # No webhook will come back for a write that did not happen.
+            await session.execute(
+                delete(ExpectedEchoRow).where(
+                    col(ExpectedEchoRow.lead_id) == row.lead_id,
+                    col(ExpectedEchoRow.system) == self.system,
+                    col(ExpectedEchoRow.value) == row.value,
                 )
+            )
 
 
 async def replay_failed(sessions: async_sessionmaker[AsyncSession], *, system: str | None = None) -> int:

@@ -122,16 +122,20 @@ class WriteBack:
         """Take the writes until CLAIM_LEASE passes, but those another replica took first."""
         if not rows:
             return []
+        takeable = (
+            col(WriteRow.id).in_([row.id for row in rows]),
+            col(WriteRow.status).in_(_TAKEABLE),
+            col(WriteRow.next_attempt_at) <= now,
+        )
+        # A row another transaction holds is skipped, not waited for: the consumer holds only rows it is
+        # superseding, and waiting on it while holding other rows could deadlock with its batch.
+        unlocked = select(col(WriteRow.id)).where(*takeable).with_for_update(skip_locked=True)
         async with self.sessions() as session, session.begin():
             claimed = set(
                 (
                     await session.scalars(
                         update(WriteRow)
-                        .where(
-                            col(WriteRow.id).in_([row.id for row in rows]),
-                            col(WriteRow.status).in_(_TAKEABLE),
-                            col(WriteRow.next_attempt_at) <= now,
-                        )
+                        .where(col(WriteRow.id).in_(unlocked), *takeable)
                         .values(status="claimed", next_attempt_at=now + CLAIM_LEASE)
                         .returning(col(WriteRow.id))
                         .execution_options(synchronize_session=False)
@@ -207,35 +211,41 @@ class WriteBack:
             return record_id
         return await self.client.create(email=claimed.email, stage_value=row.value)
 
-    async def _finish_done(self, written: list[tuple[WriteRow, str]]) -> None:
-        """Mark the writes done and link each record to its lead with the value just written, at once."""
-        if not written:
-            return
-        async with self.sessions() as session, session.begin():
-            for row, record_id in written:
-                if _deletes(row):
-                    continue
-                # The record's own webhook may have linked it meanwhile: then only its value is new.
-                upsert = database.insert(session, LeadLinkRow).values(
-                    system=self.system,
-                    record_id=record_id,
-                    object_type=self.client.object_type,
-                    lead_id=row.lead_id,
-                    stage_raw=row.value,
-                )
+    async def _finish_done(self, made: list[tuple[WriteRow, str]]) -> None:
+        """Link each record to its lead with the value just written, then mark the writes done at once."""
+        for row, record_id in made:
+            if not _deletes(row):
+                await self._remember(row, record_id)
+        if made:
+            async with self.sessions() as session, session.begin():
                 await session.execute(
-                    upsert.on_conflict_do_update(
-                        index_elements=[col(LeadLinkRow.system), col(LeadLinkRow.record_id)],
-                        set_={"stage_raw": upsert.excluded.stage_raw},
+                    update(WriteRow)
+                    .where(
+                        col(WriteRow.id).in_([row.id for row, _ in made]), col(WriteRow.status) == "claimed"
                     )
+                    .values(status="done", attempts=col(WriteRow.attempts) + 1, finished_at=datetime.now(UTC))
+                    .execution_options(synchronize_session=False)
                 )
+
+    async def _remember(self, row: WriteRow, record_id: str) -> None:
+        """Link the record with the value written; its own webhook may have linked it: then update the value.
+
+        A transaction of its own: the consumer's batch may hold the link, and holding another while
+        waiting for it could deadlock with that batch.
+        """
+        async with self.sessions() as session, session.begin():
+            upsert = database.insert(session, LeadLinkRow).values(
+                system=self.system,
+                record_id=record_id,
+                object_type=self.client.object_type,
+                lead_id=row.lead_id,
+                stage_raw=row.value,
+            )
             await session.execute(
-                update(WriteRow)
-                .where(
-                    col(WriteRow.id).in_([row.id for row, _ in written]), col(WriteRow.status) == "claimed"
+                upsert.on_conflict_do_update(
+                    index_elements=[col(LeadLinkRow.system), col(LeadLinkRow.record_id)],
+                    set_={"stage_raw": upsert.excluded.stage_raw},
                 )
-                .values(status="done", attempts=col(WriteRow.attempts) + 1, finished_at=datetime.now(UTC))
-                .execution_options(synchronize_session=False)
             )
 
     async def _failed(self, row: WriteRow, error: PlatformError) -> None:

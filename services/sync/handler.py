@@ -10,8 +10,23 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import (
+    CompoundSelect,
+    DateTime,
+    Float,
+    String,
+    Uuid,
+    bindparam,
+    cast,
+    delete,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -35,6 +50,7 @@ from onefunnel.sync.tables import (
     LeadRow,
     ParkedEventRow,
     StageEventRow,
+    metadata,
 )
 
 ECHO_WINDOW = timedelta(days=1)  # an expected echo older than this is forgotten
@@ -181,37 +197,47 @@ async def _unpark(session: AsyncSession, record: RecordLink, *, rules: Rules, no
 
 
 async def _load_state(session: AsyncSession, lead: LeadRow, *, now: datetime) -> LeadState:
-    history = (
-        await session.scalars(select(StageEventRow).where(col(StageEventRow.lead_id) == lead.id))
-    ).all()
-    links = (await session.scalars(select(LeadLinkRow).where(col(LeadLinkRow.lead_id) == lead.id))).all()
-    echoes = (
-        await session.scalars(
-            select(ExpectedEchoRow).where(
-                col(ExpectedEchoRow.lead_id) == lead.id, col(ExpectedEchoRow.created_at) >= now - ECHO_WINDOW
+    """The lead's history, links and expected echoes, read in one round trip."""
+    await session.flush()  # the query below is not the ORM's: it would not flush what is pending
+    history: list[StageEvent] = []
+    links: list[LinkState] = []
+    echoes: list[tuple[SourceSystem, str]] = []
+    rows = await session.execute(_STATE_QUERY, {"lead_id": lead.id, "since": now - ECHO_WINDOW})
+    for kind, system, event_id, first, second, third, score, occurred_at in rows:
+        if kind == "history":
+            stage = Stage(first) if first else None
+            history.append(
+                StageEvent(event_id, SourceSystem(system), stage, second, score, identity.as_utc(occurred_at))
             )
-        )
-    ).all()
+        elif kind == "link":
+            links.append(LinkState(SourceSystem(system), ObjectType(first), second, third))
+        else:
+            echoes.append((SourceSystem(system), first))
     known = {name for name in ("email", "owner_id", "campaign", "lead_source") if getattr(lead, name)}
-    return LeadState(
-        history=[
-            StageEvent(
-                event_id=row.event_id,
-                system=SourceSystem(row.system),
-                stage=Stage(row.stage) if row.stage else None,
-                raw=row.raw,
-                score=row.score,
-                occurred_at=identity.as_utc(row.occurred_at),
-            )
-            for row in history
-        ],
-        known_fields=frozenset(known),
-        links=[
-            LinkState(SourceSystem(k.system), ObjectType(k.object_type), k.record_id, k.stage_raw)
-            for k in links
-        ],
-        expected_echoes=[(SourceSystem(e.system), e.value) for e in echoes],
+    return LeadState(history=history, known_fields=frozenset(known), links=links, expected_echoes=echoes)
+
+
+def _state_query() -> CompoundSelect[*tuple[Any, ...]]:
+    """One row per history entry (stage, raw), link (object type, record id, stage_raw) and echo (value)."""
+    lead_id, since = bindparam("lead_id", type_=Uuid), bindparam("since", type_=DateTime(timezone=True))
+    no_text = cast(null(), String)
+    no_id, no_score, no_time = cast(null(), Uuid), cast(null(), Float), cast(null(), DateTime(timezone=True))
+    h, k, e = (metadata.tables[row.__tablename__].c for row in (StageEventRow, LeadLinkRow, ExpectedEchoRow))
+    return union_all(
+        select(
+            literal("history"), h.system, h.event_id, h.stage, h.raw, no_text, h.score, h.occurred_at
+        ).where(h.lead_id == lead_id),
+        select(
+            literal("link"), k.system, no_id, k.object_type, k.record_id, k.stage_raw, no_score, no_time
+        ).where(k.lead_id == lead_id),
+        select(literal("echo"), e.system, no_id, e.value, no_text, no_text, no_score, no_time).where(
+            e.lead_id == lead_id, e.created_at >= since
+        ),
     )
+
+
+# Built once: building it and its cache key again for every event cost more than running it.
+_STATE_QUERY = _state_query()
 
 
 def _history_row(lead_id: uuid.UUID, entry: StageEvent) -> StageEventRow:

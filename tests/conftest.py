@@ -121,10 +121,15 @@ def postgres_server_url() -> Iterator[str]:
 @pytest.fixture
 async def postgres_url(postgres_server_url: str) -> str:
     """A fresh, empty database on the session's PostgreSQL server, for one test."""
+    return await create_database(postgres_server_url)
+
+
+async def create_database(server_url: str) -> str:
+    """Create an empty database on the server; its URL."""
     import asyncpg
 
     name = f"test_{uuid.uuid4().hex[:12]}"
-    dsn = postgres_server_url.replace("postgresql+asyncpg://", "postgresql://")
+    dsn = server_url.replace("postgresql+asyncpg://", "postgresql://")
     connection = await asyncpg.connect(dsn)
     try:
         await connection.execute(f'CREATE DATABASE "{name}"')

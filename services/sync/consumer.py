@@ -23,6 +23,7 @@ from onefunnel.shared.dead_letters import parked
 from onefunnel.shared.events import SourceEvent
 from onefunnel.shared.settings import TopicSettings
 from onefunnel.sync import instruments
+from onefunnel.sync.batch import handle_batch
 from onefunnel.sync.handler import Conflict, Handled, Rules, handle
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ async def _apply_all(
     try:
         async with sessions() as session, session.begin():
             now = datetime.now(UTC)
-            return [await handle(session, event, rules=rules, now=now) for event in events]
+            return await handle_batch(session, events, rules=rules, now=now)
     except (Conflict, IntegrityError):
         return None
     except Exception:  # a bug or a poison event: each event alone will tell which

@@ -81,24 +81,27 @@ def publish_moves(
 
 def enqueue_writes(
     session: AsyncSession, lead_id: uuid.UUID, event: SourceEvent, decision: Decision, *, now: datetime
-) -> None:
+) -> list[tuple[WriteRow, ExpectedEchoRow]]:
+    """A write-back job per write of the decision, each with the echo its webhook will be."""
+    enqueued = []
     for write in decision.writes:
-        session.add(
-            WriteRow(
-                lead_id=lead_id,
-                system=write.system,
-                stage=write.stage,
-                value=write.value,
-                backward=write.backward,
-                create=write.create,
-                status="pending",
-                next_attempt_at=now,
-                cause_event_id=event.id,
-                occurred_at=event.occurred_at,
-                created_at=now,
-            )
+        job = WriteRow(
+            lead_id=lead_id,
+            system=write.system,
+            stage=write.stage,
+            value=write.value,
+            backward=write.backward,
+            create=write.create,
+            status="pending",
+            next_attempt_at=now,
+            cause_event_id=event.id,
+            occurred_at=event.occurred_at,
+            created_at=now,
         )
-        session.add(ExpectedEchoRow(lead_id=lead_id, system=write.system, value=write.value, created_at=now))
+        echo = ExpectedEchoRow(lead_id=lead_id, system=write.system, value=write.value, created_at=now)
+        session.add_all([job, echo])
+        enqueued.append((job, echo))
+    return enqueued
 
 
 async def supersede_older_writes(session: AsyncSession, lead_id: uuid.UUID, decision: Decision) -> None:

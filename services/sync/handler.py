@@ -8,7 +8,7 @@ will cause. Either all of it commits or none of it does; the consumer commits th
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy import (
     CompoundSelect,
     DateTime,
     Float,
+    Integer,
     String,
     Uuid,
     bindparam,
@@ -78,7 +79,7 @@ class Handled:
 
 async def handle(session: AsyncSession, event: SourceEvent, *, rules: Rules, now: datetime) -> Handled:
     """Apply `event` inside the caller's transaction."""
-    if not await _into_inbox(session, event, now=now):
+    if not await into_inbox(session, [event], now=now):
         return Handled("duplicate", lead_id=None)
 
     if event.event_type is SourceEventType.DELETED:
@@ -106,53 +107,67 @@ async def handle(session: AsyncSession, event: SourceEvent, *, rules: Rules, now
 
     if decision.echo is not None:
         await effects.consume_echo(session, lead.id, decision.echo)
-    if event.changes.stage_raw is not None and _stage_raw_changed(state, event):
+    if event.changes.stage_raw is not None and stage_raw_changed(state, event):
         await session.execute(
             update(LeadLinkRow)
             .where(col(LeadLinkRow.system) == event.source, col(LeadLinkRow.record_id) == event.object_id)
             .values(stage_raw=event.changes.stage_raw)
         )
     if decision.recorded is not None:
-        session.add(_history_row(lead.id, decision.recorded))
+        session.add(history_row(lead.id, decision.recorded))
     if decision.outcome is Outcome.APPLIED:
         lead.stage = decision.stage
         effects.publish_moves(session, lead, event, decision, now=now)
         await effects.supersede_older_writes(session, lead.id, decision)
         effects.enqueue_writes(session, lead.id, event, decision, now=now)
-    session.add(
-        AuditRow(
-            lead_id=lead.id,
-            event_id=event.id,
-            source=event.source,
-            record_id=event.object_id,
-            outcome=decision.outcome,
-            from_stage=before,
-            to_stage=decision.stage if decision.outcome is Outcome.APPLIED else None,
-            reason=decision.reason,
-            occurred_at=event.occurred_at,
-            recorded_at=now,
-        )
-    )
+    session.add(audit_row(lead.id, event, decision, before=before, now=now))
     await _save_versioned(session, lead, expected_version=version, now=now)
     for record in linked:  # events that waited for this record can be placed now
         await _unpark(session, record, rules=rules, now=now)
     return Handled(decision.outcome, lead_id=lead.id, decision=decision)
 
 
-async def _into_inbox(session: AsyncSession, event: SourceEvent, *, now: datetime) -> bool:
-    """Record the event as processed; False if it was already (a redelivery)."""
-    inserted = await session.scalar(
+async def into_inbox(
+    session: AsyncSession, events: list[SourceEvent], *, now: datetime
+) -> set[tuple[str, str]]:
+    """Record the events as processed; the (source, idempotency key) of those that were not already."""
+    inserted = await session.execute(
         database.insert(session, InboxRow)
         .values(
-            source=event.source, idempotency_key=event.idempotency_key, event_id=event.id, processed_at=now
+            [
+                {
+                    "source": e.source,
+                    "idempotency_key": e.idempotency_key,
+                    "event_id": e.id,
+                    "processed_at": now,
+                }
+                for e in events
+            ]
         )
         .on_conflict_do_nothing()
-        .returning(col(InboxRow.event_id))
+        .returning(col(InboxRow.source), col(InboxRow.idempotency_key))
     )
-    return inserted is not None
+    return {(source, key) for source, key in inserted}
 
 
-def _stage_raw_changed(state: LeadState, event: SourceEvent) -> bool:
+def audit_row(
+    lead_id: uuid.UUID, event: SourceEvent, decision: Decision, *, before: str | None, now: datetime
+) -> AuditRow:
+    return AuditRow(
+        lead_id=lead_id,
+        event_id=event.id,
+        source=event.source,
+        record_id=event.object_id,
+        outcome=decision.outcome,
+        from_stage=before,
+        to_stage=decision.stage if decision.outcome is Outcome.APPLIED else None,
+        reason=decision.reason,
+        occurred_at=event.occurred_at,
+        recorded_at=now,
+    )
+
+
+def stage_raw_changed(state: LeadState, event: SourceEvent) -> bool:
     """Whether the event's record holds another stage value than the event reports (or is unknown)."""
     own = [k for k in state.links if k.system is event.source and k.record_id == event.object_id]
     return not own or any(k.stage_raw != event.changes.stage_raw for k in own)
@@ -197,42 +212,88 @@ async def _unpark(session: AsyncSession, record: RecordLink, *, rules: Rules, no
 
 
 async def _load_state(session: AsyncSession, lead: LeadRow, *, now: datetime) -> LeadState:
-    """The lead's history, links and expected echoes, read in one round trip."""
+    stored = (await load_stored(session, [lead.id], now=now)).get(lead.id, Stored())
+    return LeadState(
+        history=stored.history,
+        known_fields=known_fields(lead),
+        links=stored.links,
+        expected_echoes=[(system, value) for system, value, _ in stored.echoes],
+    )
+
+
+@dataclass
+class Stored:
+    """What a lead's decisions depend on besides the lead row: its history, links and expected echoes."""
+
+    history: list[StageEvent] = field(default_factory=list)
+    links: list[LinkState] = field(default_factory=list)
+    echoes: list[tuple[SourceSystem, str, int]] = field(default_factory=list)  # oldest first, with row id
+
+
+async def load_stored(
+    session: AsyncSession, lead_ids: list[uuid.UUID], *, now: datetime
+) -> dict[uuid.UUID, Stored]:
+    """The leads' histories, links and unexpired expected echoes, read in one round trip."""
     await session.flush()  # the query below is not the ORM's: it would not flush what is pending
-    history: list[StageEvent] = []
-    links: list[LinkState] = []
-    echoes: list[tuple[SourceSystem, str]] = []
-    rows = await session.execute(_STATE_QUERY, {"lead_id": lead.id, "since": now - ECHO_WINDOW})
-    for kind, system, event_id, first, second, third, score, occurred_at in rows:
+    stored: dict[uuid.UUID, Stored] = {}
+    rows = await session.execute(_STATE_QUERY, {"lead_ids": lead_ids, "since": now - ECHO_WINDOW})
+    for kind, lead_id, system, event_id, first, second, third, score, occurred_at, row_id in rows:
+        lead = stored.setdefault(lead_id, Stored())
         if kind == "history":
             stage = Stage(first) if first else None
-            history.append(
+            lead.history.append(
                 StageEvent(event_id, SourceSystem(system), stage, second, score, identity.as_utc(occurred_at))
             )
         elif kind == "link":
-            links.append(LinkState(SourceSystem(system), ObjectType(first), second, third))
+            lead.links.append(LinkState(SourceSystem(system), ObjectType(first), second, third))
         else:
-            echoes.append((SourceSystem(system), first))
-    known = {name for name in ("email", "owner_id", "campaign", "lead_source") if getattr(lead, name)}
-    return LeadState(history=history, known_fields=frozenset(known), links=links, expected_echoes=echoes)
+            lead.echoes.append((SourceSystem(system), first, row_id))
+    for lead in stored.values():
+        lead.echoes.sort(key=lambda echo: echo[2])
+    return stored
+
+
+def known_fields(lead: LeadRow) -> frozenset[str]:
+    """The canonical fields the lead has a value for, which the sales-ready rule may require."""
+    return frozenset(name for name in ("email", "owner_id", "campaign", "lead_source") if getattr(lead, name))
 
 
 def _state_query() -> CompoundSelect[*tuple[Any, ...]]:
     """One row per history entry (stage, raw), link (object type, record id, stage_raw) and echo (value)."""
-    lead_id, since = bindparam("lead_id", type_=Uuid), bindparam("since", type_=DateTime(timezone=True))
+    lead_ids = bindparam("lead_ids", type_=Uuid, expanding=True)
+    since = bindparam("since", type_=DateTime(timezone=True))
     no_text = cast(null(), String)
     no_id, no_score, no_time = cast(null(), Uuid), cast(null(), Float), cast(null(), DateTime(timezone=True))
+    no_row = cast(null(), Integer)
     h, k, e = (metadata.tables[row.__tablename__].c for row in (StageEventRow, LeadLinkRow, ExpectedEchoRow))
     return union_all(
         select(
-            literal("history"), h.system, h.event_id, h.stage, h.raw, no_text, h.score, h.occurred_at
-        ).where(h.lead_id == lead_id),
+            literal("history"),
+            h.lead_id,
+            h.system,
+            h.event_id,
+            h.stage,
+            h.raw,
+            no_text,
+            h.score,
+            h.occurred_at,
+            no_row,
+        ).where(h.lead_id.in_(lead_ids)),
         select(
-            literal("link"), k.system, no_id, k.object_type, k.record_id, k.stage_raw, no_score, no_time
-        ).where(k.lead_id == lead_id),
-        select(literal("echo"), e.system, no_id, e.value, no_text, no_text, no_score, no_time).where(
-            e.lead_id == lead_id, e.created_at >= since
-        ),
+            literal("link"),
+            k.lead_id,
+            k.system,
+            no_id,
+            k.object_type,
+            k.record_id,
+            k.stage_raw,
+            no_score,
+            no_time,
+            no_row,
+        ).where(k.lead_id.in_(lead_ids)),
+        select(
+            literal("echo"), e.lead_id, e.system, no_id, e.value, no_text, no_text, no_score, no_time, e.id
+        ).where(e.lead_id.in_(lead_ids), e.created_at >= since),
     )
 
 
@@ -240,7 +301,7 @@ def _state_query() -> CompoundSelect[*tuple[Any, ...]]:
 _STATE_QUERY = _state_query()
 
 
-def _history_row(lead_id: uuid.UUID, entry: StageEvent) -> StageEventRow:
+def history_row(lead_id: uuid.UUID, entry: StageEvent) -> StageEventRow:
     return StageEventRow(
         lead_id=lead_id,
         event_id=entry.event_id,

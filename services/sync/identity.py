@@ -13,7 +13,7 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from onefunnel.shared.events import ObjectType, RecordLink, SourceEvent
+from onefunnel.shared.events import Changes, ObjectType, RecordLink, SourceEvent
 from onefunnel.sync.tables import LeadLinkRow, LeadRow, StageEventRow, WriteRow
 
 
@@ -121,6 +121,15 @@ async def _attach(
     return linked
 
 
+def take_attributes(lead: LeadRow, changes: Changes) -> None:
+    """The latest score, owner and attribution reported win (the email is `update_attributes`' care)."""
+    if changes.score is not None:
+        lead.score = changes.score
+    for name in ("owner_id", "campaign", "lead_source"):
+        if getattr(changes, name):
+            setattr(lead, name, getattr(changes, name))
+
+
 async def update_attributes(
     session: AsyncSession, lead: LeadRow, event: SourceEvent, *, now: datetime
 ) -> bool:
@@ -129,13 +138,8 @@ async def update_attributes(
     An email another lead already has is the same person, first seen through another record (a
     Salesforce lead handled before the HubSpot contact's email): that lead is folded into this one.
     """
-    changes = event.changes
-    if changes.score is not None:
-        lead.score = changes.score
-    for name in ("owner_id", "campaign", "lead_source"):
-        if getattr(changes, name):
-            setattr(lead, name, getattr(changes, name))
-    email = normalized_email(changes.email)
+    take_attributes(lead, event.changes)
+    email = normalized_email(event.changes.email)
     if email is None or lead.email is not None:
         return False
     other = await session.scalar(

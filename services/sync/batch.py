@@ -37,6 +37,7 @@ from onefunnel.sync.reconcile import LeadState, LinkState, Outcome, StageEvent, 
 from onefunnel.sync.tables import ExpectedEchoRow, LeadLinkRow, LeadRow, WriteRow
 
 _ATTRIBUTES = ("stage", "email", "score", "owner_id", "campaign", "lead_source")
+LOOKAHEAD = 100  # events whose records are looked up at once
 
 
 @dataclass
@@ -75,15 +76,17 @@ async def handle_batch(
     handled: list[Handled] = []
     rest = list(events)
     while rest:
-        leads = await _leads_of_records(session, rest)
+        # Looked up for the next few events only: after an event `handle` takes, the rest is looked up again.
+        leads = await _leads_of_records(session, rest[:LOOKAHEAD])
         routine = 0
-        while routine < len(rest) and _lead_of(rest[routine], leads) is not None:
+        while routine < min(len(rest), LOOKAHEAD) and _lead_of(rest[routine], leads) is not None:
             routine += 1
         if routine:
             handled += await _apply_routine(session, rest[:routine], leads, rules=rules, now=now)
-        if routine < len(rest):
-            handled.append(await handle(session, rest[routine], rules=rules, now=now))
-        rest = rest[routine + 1 :]
+        elif rest:
+            handled.append(await handle(session, rest[0], rules=rules, now=now))
+            routine = 1
+        rest = rest[routine:]
     return handled
 
 
@@ -103,7 +106,13 @@ async def _leads_of_records(
         .where(tuple_(link.c.system, link.c.record_id).in_(keys))
     )
     columns = lead.columns
-    return {(r.system, r.record_id): LeadRow(**{c.name: r._mapping[c] for c in columns}) for r in rows}
+    by_id: dict[uuid.UUID, LeadRow] = {}
+    found = {}
+    for r in rows:
+        if r.id not in by_id:
+            by_id[r.id] = LeadRow(**{c.name: r._mapping[c] for c in columns})
+        found[(r.system, r.record_id)] = by_id[r.id]
+    return found
 
 
 def _lead_of(event: SourceEvent, leads: dict[tuple[str, str], LeadRow]) -> LeadRow | None:

@@ -24,6 +24,7 @@ from onefunnel.shared.events import Changes, ObjectType, SourceEvent, SourceEven
 from onefunnel.shared.funnel import load_funnel
 from onefunnel.shared.settings import DatabaseSettings
 from onefunnel.shared.stage_mapping import load_stage_mapping
+from onefunnel.sync import batch
 from onefunnel.sync.batch import handle_batch
 from onefunnel.sync.handler import Handled, Rules, handle
 from tests.conftest import create_database
@@ -167,19 +168,22 @@ async def two_databases(
         await engine.dispose()
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize(
+    ("seed", "lookahead"), [(seed, 100) for seed in range(8)] + [(8, 3), (9, 3), (10, 1)]
+)
 async def test_a_batch_ends_exactly_as_its_events_one_by_one(
-    two_databases: tuple[AsyncEngine, AsyncEngine], seed: int
+    two_databases: tuple[AsyncEngine, AsyncEngine], seed: int, lookahead: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(batch, "LOOKAHEAD", lookahead)
     batched, single = two_databases
     batch_sessions = async_sessionmaker(batched, expire_on_commit=False)
     single_sessions = async_sessionmaker(single, expire_on_commit=False)
     now = T0 + timedelta(hours=1)
-    for batch in _batches(seed):
+    for events in _batches(seed):
         async with batch_sessions() as session, session.begin():
-            by_batch = await handle_batch(session, batch, rules=RULES, now=now)
+            by_batch = await handle_batch(session, events, rules=RULES, now=now)
         by_event = []
-        for event in batch:
+        for event in events:
             async with single_sessions() as session, session.begin():
                 by_event.append(await handle(session, event, rules=RULES, now=now))
         assert _outcomes(by_batch) == _outcomes(by_event)

@@ -13,8 +13,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, case, cast, delete, select, tuple_, update
+from sqlalchemy import Row, bindparam, case, cast, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -96,26 +97,19 @@ def _records(event: SourceEvent) -> list[tuple[str, str]]:
 
 async def _leads_of_records(
     session: AsyncSession, events: list[SourceEvent]
-) -> dict[tuple[str, str], LeadRow]:
-    """The lead each linked record of the events belongs to (detached rows: the batch writes them itself)."""
+) -> dict[tuple[str, str], Row[Any]]:
+    """The lead each linked record of the events belongs to, as a plain row."""
     keys = list({key for event in events for key in _records(event)})
     link, lead = LeadLinkRow.__table__, LeadRow.__table__  # type: ignore[attr-defined]
     rows = await session.execute(
-        select(link.c.system, link.c.record_id, lead)
+        select(link.c.system.label("link_system"), link.c.record_id.label("link_record_id"), lead)
         .join(lead, lead.c.id == link.c.lead_id)
         .where(tuple_(link.c.system, link.c.record_id).in_(keys))
     )
-    columns = lead.columns
-    by_id: dict[uuid.UUID, LeadRow] = {}
-    found = {}
-    for r in rows:
-        if r.id not in by_id:
-            by_id[r.id] = LeadRow(**{c.name: r._mapping[c] for c in columns})
-        found[(r.system, r.record_id)] = by_id[r.id]
-    return found
+    return {(r.link_system, r.link_record_id): r for r in rows}
 
 
-def _lead_of(event: SourceEvent, leads: dict[tuple[str, str], LeadRow]) -> LeadRow | None:
+def _lead_of(event: SourceEvent, leads: dict[tuple[str, str], Row[Any]]) -> Row[Any] | None:
     """The lead of a routine event: every record it names linked to one live lead, nothing to join."""
     if event.event_type in (SourceEventType.DELETED, SourceEventType.MERGED):
         return None
@@ -131,13 +125,18 @@ def _lead_of(event: SourceEvent, leads: dict[tuple[str, str], LeadRow]) -> LeadR
 async def _apply_routine(
     session: AsyncSession,
     events: list[SourceEvent],
-    leads: dict[tuple[str, str], LeadRow],
+    leads: dict[tuple[str, str], Row[Any]],
     *,
     rules: Rules,
     now: datetime,
 ) -> list[Handled]:
     fresh = await _into_inbox(session, events, now=now)
-    ours = {row.id: row for e in events if (row := _lead_of(e, leads)) is not None}
+    columns = LeadRow.__table__.columns  # type: ignore[attr-defined]
+    ours = {  # detached: the batch writes them itself, once
+        row.id: LeadRow(**{c.name: row._mapping[c] for c in columns})
+        for e in events
+        if (row := _lead_of(e, leads)) is not None
+    }
     loaded = await _load(session, list(ours.values()), now=now)
     handled = []
     consumed: list[int] = []

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, case, cast, delete, select, tuple_, update
+from sqlalchemy import Row, bindparam, case, cast, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from onefunnel.shared.events import SourceEvent, SourceEventType, SourceSystem
+from onefunnel.shared.events import ObjectType, RecordLink, SourceEvent, SourceEventType, SourceSystem
 from onefunnel.sync import effects, identity
 from onefunnel.sync.handler import (
     Conflict,
@@ -35,10 +35,11 @@ from onefunnel.sync.handler import (
     stage_raw_changed,
 )
 from onefunnel.sync.reconcile import LeadState, LinkState, Outcome, StageEvent, decide
-from onefunnel.sync.tables import ExpectedEchoRow, LeadLinkRow, LeadRow, WriteRow
+from onefunnel.sync.tables import ExpectedEchoRow, InboxRow, LeadLinkRow, LeadRow, ParkedEventRow, WriteRow
 
 _ATTRIBUTES = ("stage", "email", "score", "owner_id", "campaign", "lead_source")
 LOOKAHEAD = 100  # events whose records are looked up at once
+_LEAD_COLUMNS = LeadRow.__table__.columns  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -77,29 +78,106 @@ async def handle_batch(
     handled: list[Handled] = []
     rest = list(events)
     while rest:
-        # Looked up for the next few events only: after an event `handle` takes, the rest is looked up again.
-        leads = await _leads_of_records(session, rest[:LOOKAHEAD])
-        routine = 0
-        while routine < min(len(rest), LOOKAHEAD) and _lead_of(rest[routine], leads) is not None:
-            routine += 1
-        if routine:
-            handled += await _apply_routine(session, rest[:routine], leads, rules=rules, now=now)
-        elif rest:
+        # Planned for the next few events only: after an event `handle` takes, the rest is planned again.
+        plan = await _plan(session, rest[:LOOKAHEAD], now=now)
+        if plan.events:
+            handled += await _apply_routine(session, plan, rules=rules, now=now)
+        else:
             handled.append(await handle(session, rest[0], rules=rules, now=now))
-            routine = 1
-        rest = rest[routine:]
+        rest = rest[max(len(plan.events), 1) :]
     return handled
 
 
-def _records(event: SourceEvent) -> list[tuple[str, str]]:
-    return [(event.source.value, event.object_id), *((r.system.value, r.record_id) for r in event.related)]
+@dataclass
+class _Plan:
+    """A run of routine events: whose lead each is, and the leads, links and emails they bring."""
+
+    events: list[SourceEvent] = field(default_factory=list)
+    leads: list[uuid.UUID | None] = field(default_factory=list)  # per event; None: a redelivery
+    emails: list[str | None] = field(default_factory=list)  # per event: the email it gives its lead
+    links: list[list[LeadLinkRow]] = field(default_factory=list)  # per event: the records it links
+    rows: dict[uuid.UUID, LeadRow] = field(default_factory=dict)  # detached: written once, at the end
+    new_leads: list[LeadRow] = field(default_factory=list)
+
+
+async def _plan(session: AsyncSession, events: list[SourceEvent], *, now: datetime) -> _Plan:
+    """The longest run of `events` whose leads are told as `handle` tells them, without merging,
+    folding, deleting or unparking anything; those are left to `handle`."""
+    records = {key: r for e in events for key, r in _records(e).items()}
+    linked = await _leads_of_records(session, list(records))
+    by_email = await _leads_by_email(session, events)
+    parked = await _parked(session, [key for key in records if key not in linked])
+    seen = await _processed(session, events)
+    plan = _Plan()
+    email_of: dict[uuid.UUID, str | None] = {}
+    for row in [*linked.values(), *by_email.values()]:
+        plan.rows.setdefault(row.id, LeadRow(**{c.name: row._mapping[c] for c in _LEAD_COLUMNS}))
+        email_of.setdefault(row.id, row.email)
+    owner = {key: row.id for key, row in linked.items()}  # record -> its lead
+    email_owner = {email: row.id for email, row in by_email.items()}
+    for event in events:
+        key = (event.source.value, event.idempotency_key)
+        if key in seen:  # a redelivery: `handle` would stop at the inbox
+            plan.events.append(event)
+            plan.leads.append(None)
+            plan.emails.append(None)
+            plan.links.append([])
+            continue
+        if event.event_type in (SourceEventType.DELETED, SourceEventType.MERGED):
+            break
+        own = _records(event)
+        email = identity.normalized_email(event.changes.email)
+        lead_id = next((owner[k] for k in own if k in owner), None)
+        if lead_id is not None and plan.rows[lead_id].merged_into is not None:
+            break
+        if lead_id is None and email is not None:
+            lead_id = email_owner.get(email)
+        new_lead = None
+        if lead_id is None:
+            if event.object_type in identity.SECONDARY:
+                break  # `handle` parks it until its record is linked
+            new_lead = LeadRow(id=uuid.uuid4(), origin_system=event.source, created_at=now, updated_at=now)
+            lead_id = new_lead.id
+        unlinked = [k for k in own if k not in owner]
+        if any(owner[k] != lead_id for k in own if k in owner) or any(k in parked for k in unlinked):
+            break  # another lead's record joins (a fold), or parked events wait for a record
+        gives_email = email if email is not None and email_of.get(lead_id) is None else None
+        if gives_email is not None and email_owner.get(gives_email, lead_id) != lead_id:
+            break  # the email is another lead's: `handle` folds that lead in
+        if new_lead is not None:
+            plan.new_leads.append(new_lead)
+            plan.rows[lead_id] = new_lead
+        new_links = []
+        for k in unlinked:
+            owner[k] = lead_id
+            new_links.append(
+                LeadLinkRow(
+                    system=own[k].system,
+                    record_id=own[k].record_id,
+                    object_type=own[k].object_type,
+                    lead_id=lead_id,
+                )
+            )
+        if gives_email is not None:
+            email_of[lead_id] = gives_email
+            email_owner[gives_email] = lead_id
+        seen.add(key)
+        plan.events.append(event)
+        plan.leads.append(lead_id)
+        plan.emails.append(gives_email)
+        plan.links.append(new_links)
+    return plan
+
+
+def _records(event: SourceEvent) -> dict[tuple[str, str], RecordLink]:
+    own = RecordLink(system=event.source, object_type=event.object_type, record_id=event.object_id)
+    return {(r.system.value, r.record_id): r for r in [own, *event.related]}
 
 
 async def _leads_of_records(
-    session: AsyncSession, events: list[SourceEvent]
+    session: AsyncSession, keys: list[tuple[str, str]]
 ) -> dict[tuple[str, str], Row[Any]]:
-    """The lead each linked record of the events belongs to, as a plain row."""
-    keys = list({key for event in events for key in _records(event)})
+    """The lead each linked record belongs to, as a plain row."""
     link, lead = LeadLinkRow.__table__, LeadRow.__table__  # type: ignore[attr-defined]
     rows = await session.execute(
         select(link.c.system.label("link_system"), link.c.record_id.label("link_record_id"), lead)
@@ -109,44 +187,66 @@ async def _leads_of_records(
     return {(r.link_system, r.link_record_id): r for r in rows}
 
 
-def _lead_of(event: SourceEvent, leads: dict[tuple[str, str], Row[Any]]) -> Row[Any] | None:
-    """The lead of a routine event: every record it names linked to one live lead, nothing to join."""
-    if event.event_type in (SourceEventType.DELETED, SourceEventType.MERGED):
-        return None
-    found = [leads.get(key) for key in _records(event)]
-    lead = found[0]
-    if lead is None or lead.merged_into is not None or any(f is None or f.id != lead.id for f in found):
-        return None
-    if identity.normalized_email(event.changes.email) is not None and lead.email is None:
-        return None  # the email may be another lead's: `handle` joins them
-    return lead
+async def _leads_by_email(session: AsyncSession, events: list[SourceEvent]) -> dict[str, Row[Any]]:
+    emails = {e for event in events if (e := identity.normalized_email(event.changes.email)) is not None}
+    if not emails:
+        return {}
+    lead = LeadRow.__table__  # type: ignore[attr-defined]
+    rows = await session.execute(select(lead).where(lead.c.email.in_(emails), lead.c.merged_into.is_(None)))
+    return {r.email: r for r in rows}
 
 
-async def _apply_routine(
-    session: AsyncSession,
-    events: list[SourceEvent],
-    leads: dict[tuple[str, str], Row[Any]],
-    *,
-    rules: Rules,
-    now: datetime,
-) -> list[Handled]:
-    fresh = await _into_inbox(session, events, now=now)
-    columns = LeadRow.__table__.columns  # type: ignore[attr-defined]
-    ours = {  # detached: the batch writes them itself, once
-        row.id: LeadRow(**{c.name: row._mapping[c] for c in columns})
-        for e in events
-        if (row := _lead_of(e, leads)) is not None
+async def _parked(session: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    if not keys:
+        return set()
+    parked = ParkedEventRow.__table__  # type: ignore[attr-defined]
+    rows = await session.execute(
+        select(parked.c.system, parked.c.record_id).where(
+            tuple_(parked.c.system, parked.c.record_id).in_(keys)
+        )
+    )
+    return {(system, record_id) for system, record_id in rows}
+
+
+async def _processed(session: AsyncSession, events: list[SourceEvent]) -> set[tuple[str, str]]:
+    inbox = InboxRow.__table__  # type: ignore[attr-defined]
+    keys = list({(e.source.value, e.idempotency_key) for e in events})
+    rows = await session.execute(
+        select(inbox.c.source, inbox.c.idempotency_key).where(
+            tuple_(inbox.c.source, inbox.c.idempotency_key).in_(keys)
+        )
+    )
+    return {(source, key) for source, key in rows}
+
+
+async def _apply_routine(session: AsyncSession, plan: _Plan, *, rules: Rules, now: datetime) -> list[Handled]:
+    fresh = await _into_inbox(session, plan.events, now=now)
+    if any(lead_id is not None and not new for lead_id, new in zip(plan.leads, fresh, strict=True)):
+        raise Conflict("an event of the batch was handled elsewhere meanwhile")  # the plan may be wrong
+    new = {lead.id for lead in plan.new_leads}
+    used = list(dict.fromkeys(lead_id for lead_id in plan.leads if lead_id is not None))
+    loaded = await _load(session, [plan.rows[lead_id] for lead_id in used if lead_id not in new], now=now)
+    loaded |= {
+        lead.id: _Lead(row=lead, version=lead.version, history=[], links=[], echoes=[])
+        for lead in plan.new_leads
     }
-    loaded = await _load(session, list(ours.values()), now=now)
+    if plan.new_leads:
+        await session.execute(insert(LeadRow), [_columns(lead) for lead in plan.new_leads])
     handled = []
     consumed: list[int] = []
     raw_values: dict[tuple[str, str], str] = {}
-    for event, is_fresh in zip(events, fresh, strict=True):
-        if not is_fresh:
+    for event, lead_id, email, links in zip(plan.events, plan.leads, plan.emails, plan.links, strict=True):
+        if lead_id is None:
             handled.append(Handled("duplicate", lead_id=None))
             continue
-        lead = loaded[leads[_records(event)[0]].id]
+        lead = loaded[lead_id]
+        session.add_all(links)  # linked as `handle` links them: before the event is decided
+        lead.links += [
+            LinkState(SourceSystem(k.system), ObjectType(k.object_type), k.record_id) for k in links
+        ]
         identity.take_attributes(lead.row, event.changes)
+        if email is not None:
+            lead.row.email = email
         state = lead.state()
         before = lead.row.stage
         decision = decide(state, event, rules.funnel, writable=rules.writable)
@@ -247,6 +347,10 @@ async def _supersede_stored_writes(session: AsyncSession, leads: Sequence[_Lead]
         .values(status="superseded")
         .execution_options(synchronize_session=False)
     )
+
+
+def _columns(lead: LeadRow) -> dict[str, object]:
+    return {c.name: getattr(lead, c.name) for c in _LEAD_COLUMNS}
 
 
 async def _save_versioned(session: AsyncSession, leads: list[_Lead], *, now: datetime) -> None:

@@ -20,7 +20,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from onefunnel.shared.database import create_engine, migrate
-from onefunnel.shared.events import Changes, ObjectType, SourceEvent, SourceEventType, SourceSystem
+from onefunnel.shared.events import (
+    Changes,
+    ObjectType,
+    RecordLink,
+    SourceEvent,
+    SourceEventType,
+    SourceSystem,
+)
 from onefunnel.shared.funnel import load_funnel
 from onefunnel.shared.settings import DatabaseSettings
 from onefunnel.shared.stage_mapping import load_stage_mapping
@@ -59,6 +66,8 @@ def _event(rng: random.Random, n: int) -> SourceEvent:
     person = rng.randrange(PEOPLE)
     hubspot = rng.random() < 0.55
     system = SourceSystem.HUBSPOT if hubspot else SourceSystem.SALESFORCE
+    if not hubspot and rng.random() < 0.3:
+        return _opportunity_event(rng, n, person)
     kind = rng.choices(
         ["stage", "score", "owner", "email", "created", "merged", "deleted"], [12, 3, 2, 2, 2, 1, 1]
     )[0]
@@ -90,6 +99,31 @@ def _event(rng: random.Random, n: int) -> SourceEvent:
         event_type=event_type,
         changes=changes,
         merged_object_ids=[f"{'c' if hubspot else '00Q'}{rng.randrange(PEOPLE)}"] if kind == "merged" else [],
+        occurred_at=T0 + timedelta(seconds=rng.randrange(600)),
+        received_at=T0,
+    )
+
+
+def _opportunity_event(rng: random.Random, n: int, person: int) -> SourceEvent:
+    """A converted lead naming its opportunity, or the opportunity's own stage (parked until linked)."""
+    converting = rng.random() < 0.4
+    raw = "Closed - Converted" if converting else rng.choice(["Prospecting", "Closed Won", "Closed Lost"])
+    field = "lead_status" if converting else "opportunity_stage"
+    return SourceEvent(
+        id=uuid.UUID(int=n + 1),
+        idempotency_key=f"key-{n}",
+        source=SourceSystem.SALESFORCE,
+        object_type=ObjectType.LEAD if converting else ObjectType.OPPORTUNITY,
+        object_id=f"00Q{person}" if converting else f"006{person}",
+        event_type=SourceEventType.CHANGED,
+        changes=Changes(stage=MAPPING.to_canonical(SourceSystem.SALESFORCE, field, raw), stage_raw=raw),
+        related=[
+            RecordLink(
+                system=SourceSystem.SALESFORCE, object_type=ObjectType.OPPORTUNITY, record_id=f"006{person}"
+            )
+        ]
+        if converting
+        else [],
         occurred_at=T0 + timedelta(seconds=rng.randrange(600)),
         received_at=T0,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, case, cast, delete, insert, select, tuple_, update
+from sqlalchemy import Row, bindparam, case, delete, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -358,10 +358,10 @@ async def _save_versioned(session: AsyncSession, leads: list[_Lead], *, now: dat
     if not leads:
         return
     table = LeadRow.__table__  # type: ignore[attr-defined]
-    values = {  # each typed as its column: PostgreSQL cannot type a CASE of NULLs by itself
-        name: cast(
-            case({lead.row.id: getattr(lead.row, name) for lead in leads}, value=table.c.id),
-            table.c[name].type,
+    values = {  # bound as the column's type, so PostgreSQL can type NULLs, and refuses what does not fit
+        name: case(
+            {lead.row.id: literal(getattr(lead.row, name), type_=table.c[name].type) for lead in leads},
+            value=table.c.id,
         )
         for name in _ATTRIBUTES
     }

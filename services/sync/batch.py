@@ -1,12 +1,12 @@
 """Handle a consumer batch in one transaction, with a few statements per batch instead of per event.
 
-Most events of a running funnel are about a record sync already links to a lead: a stage, score,
-owner or attribution change. For a run of such events the batch loads at once what `handle` would
-read one event at a time (the records' leads, the leads' histories, links and expected echoes),
-decides each event in memory in arrival order exactly as `handle` does, and writes the outcome with
-a statement per table. Any other event (a record not linked yet, a lead's first email, a merge, a
-deletion) goes through `handle` itself; what follows it is loaded again, since it may have created,
-joined or split leads.
+For a run of events the batch first plans, as `handle` would decide it one event at a time, which
+lead each event is about (by its records' links, else by email, else a new lead) and which records
+and emails it gives that lead. It then loads at once what the events' decisions depend on (the
+leads' histories, links and expected echoes), decides each event in memory in arrival order exactly
+as `handle` does, and writes the outcome with a statement per table. An event that would merge,
+delete, fold another lead in, or park or unpark events goes through `handle` itself; what follows
+it is planned again, since it may have created, joined or split leads.
 """
 
 import uuid
@@ -276,6 +276,7 @@ async def _apply_routine(session: AsyncSession, plan: _Plan, *, rules: Rules, no
     if consumed:
         await session.execute(delete(ExpectedEchoRow).where(col(ExpectedEchoRow.id).in_(consumed)))
     if raw_values:
+        await session.flush()  # the records linked just now are among them
         link = LeadLinkRow.__table__  # type: ignore[attr-defined]
         await session.execute(
             update(link)

@@ -93,11 +93,29 @@ class _Plan:
     """A run of routine events: whose lead each is, and the leads, links and emails they bring."""
 
     events: list[SourceEvent] = field(default_factory=list)
-    leads: list[uuid.UUID | None] = field(default_factory=list)  # per event; None: a redelivery
+    kinds: list[str] = field(default_factory=list)  # per event: routine, duplicate or parked
+    leads: list[uuid.UUID | None] = field(default_factory=list)  # per routine event
+    parks: list[ParkedEventRow | None] = field(default_factory=list)  # per event parked for the first time
     emails: list[str | None] = field(default_factory=list)  # per event: the email it gives its lead
     links: list[list[LeadLinkRow]] = field(default_factory=list)  # per event: the records it links
-    rows: dict[uuid.UUID, LeadRow] = field(default_factory=dict)  # detached: written once, at the end
+    rows: dict[uuid.UUID, Row[Any] | LeadRow] = field(default_factory=dict)  # stored, or new
     new_leads: list[LeadRow] = field(default_factory=list)
+
+    def add(
+        self,
+        event: SourceEvent,
+        kind: str,
+        lead_id: uuid.UUID | None,
+        email: str | None,
+        links: list[LeadLinkRow],
+        park: ParkedEventRow | None,
+    ) -> None:
+        self.events.append(event)
+        self.kinds.append(kind)
+        self.leads.append(lead_id)
+        self.emails.append(email)
+        self.links.append(links)
+        self.parks.append(park)
 
 
 async def _plan(session: AsyncSession, events: list[SourceEvent], *, now: datetime) -> _Plan:
@@ -106,22 +124,19 @@ async def _plan(session: AsyncSession, events: list[SourceEvent], *, now: dateti
     records = {key: r for e in events for key, r in _records(e).items()}
     linked = await _leads_of_records(session, list(records))
     by_email = await _leads_by_email(session, events)
-    parked = await _parked(session, [key for key in records if key not in linked])
+    parked, parked_events = await _parked(session, [key for key in records if key not in linked])
     seen = await _processed(session, events)
     plan = _Plan()
     email_of: dict[uuid.UUID, str | None] = {}
     for row in [*linked.values(), *by_email.values()]:
-        plan.rows.setdefault(row.id, LeadRow(**{c.name: row._mapping[c] for c in _LEAD_COLUMNS}))
+        plan.rows.setdefault(row.id, row)
         email_of.setdefault(row.id, row.email)
     owner = {key: row.id for key, row in linked.items()}  # record -> its lead
     email_owner = {email: row.id for email, row in by_email.items()}
     for event in events:
         key = (event.source.value, event.idempotency_key)
         if key in seen:  # a redelivery: `handle` would stop at the inbox
-            plan.events.append(event)
-            plan.leads.append(None)
-            plan.emails.append(None)
-            plan.links.append([])
+            plan.add(event, "duplicate", None, None, [], None)
             continue
         if event.event_type in (SourceEventType.DELETED, SourceEventType.MERGED):
             break
@@ -133,9 +148,13 @@ async def _plan(session: AsyncSession, events: list[SourceEvent], *, now: dateti
         if lead_id is None and email is not None:
             lead_id = email_owner.get(email)
         new_lead = None
+        if lead_id is None and event.object_type in identity.SECONDARY:  # parked until its record is linked
+            park = None if event.id in parked_events else _park_row(event, now=now)
+            parked.add((event.source.value, event.object_id))
+            parked_events.add(event.id)
+            plan.add(event, "parked", None, None, [], park)  # not in the inbox: handled when unparked
+            continue
         if lead_id is None:
-            if event.object_type in identity.SECONDARY:
-                break  # `handle` parks it until its record is linked
             new_lead = LeadRow(id=uuid.uuid4(), origin_system=event.source, created_at=now, updated_at=now)
             lead_id = new_lead.id
         unlinked = [k for k in own if k not in owner]
@@ -162,10 +181,7 @@ async def _plan(session: AsyncSession, events: list[SourceEvent], *, now: dateti
             email_of[lead_id] = gives_email
             email_owner[gives_email] = lead_id
         seen.add(key)
-        plan.events.append(event)
-        plan.leads.append(lead_id)
-        plan.emails.append(gives_email)
-        plan.links.append(new_links)
+        plan.add(event, "routine", lead_id, gives_email, new_links, None)
     return plan
 
 
@@ -196,16 +212,31 @@ async def _leads_by_email(session: AsyncSession, events: list[SourceEvent]) -> d
     return {r.email: r for r in rows}
 
 
-async def _parked(session: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+async def _parked(
+    session: AsyncSession, keys: list[tuple[str, str]]
+) -> tuple[set[tuple[str, str]], set[uuid.UUID]]:
+    """Which of the records have events waiting for them, and those events' ids."""
     if not keys:
-        return set()
+        return set(), set()
     parked = ParkedEventRow.__table__  # type: ignore[attr-defined]
-    rows = await session.execute(
-        select(parked.c.system, parked.c.record_id).where(
-            tuple_(parked.c.system, parked.c.record_id).in_(keys)
+    rows = (
+        await session.execute(
+            select(parked.c.system, parked.c.record_id, parked.c.event_id).where(
+                tuple_(parked.c.system, parked.c.record_id).in_(keys)
+            )
         )
+    ).all()
+    return {(r.system, r.record_id) for r in rows}, {r.event_id for r in rows}
+
+
+def _park_row(event: SourceEvent, *, now: datetime) -> ParkedEventRow:
+    return ParkedEventRow(
+        system=event.source,
+        record_id=event.object_id,
+        event_id=event.id,
+        payload=event.model_dump_json(),
+        parked_at=now,
     )
-    return {(system, record_id) for system, record_id in rows}
 
 
 async def _processed(session: AsyncSession, events: list[SourceEvent]) -> set[tuple[str, str]]:
@@ -220,12 +251,14 @@ async def _processed(session: AsyncSession, events: list[SourceEvent]) -> set[tu
 
 
 async def _apply_routine(session: AsyncSession, plan: _Plan, *, rules: Rules, now: datetime) -> list[Handled]:
-    fresh = await _into_inbox(session, plan.events, now=now)
-    if any(lead_id is not None and not new for lead_id, new in zip(plan.leads, fresh, strict=True)):
+    kept = [(e, kind) for e, kind in zip(plan.events, plan.kinds, strict=True) if kind != "parked"]
+    fresh = await _into_inbox(session, [e for e, _ in kept], now=now)
+    if any((kind == "routine") != new for (_, kind), new in zip(kept, fresh, strict=True)):
         raise Conflict("an event of the batch was handled elsewhere meanwhile")  # the plan may be wrong
     new = {lead.id for lead in plan.new_leads}
     used = list(dict.fromkeys(lead_id for lead_id in plan.leads if lead_id is not None))
-    loaded = await _load(session, [plan.rows[lead_id] for lead_id in used if lead_id not in new], now=now)
+    stored = [_detached(plan.rows[lead_id]) for lead_id in used if lead_id not in new]
+    loaded = await _load(session, stored, now=now)
     loaded |= {
         lead.id: _Lead(row=lead, version=lead.version, history=[], links=[], echoes=[])
         for lead in plan.new_leads
@@ -235,9 +268,13 @@ async def _apply_routine(session: AsyncSession, plan: _Plan, *, rules: Rules, no
     handled = []
     consumed: list[int] = []
     raw_values: dict[tuple[str, str], str] = {}
-    for event, lead_id, email, links in zip(plan.events, plan.leads, plan.emails, plan.links, strict=True):
+    for event, kind, lead_id, email, links, park in zip(
+        plan.events, plan.kinds, plan.leads, plan.emails, plan.links, plan.parks, strict=True
+    ):
+        if park is not None:
+            session.add(park)
         if lead_id is None:
-            handled.append(Handled("duplicate", lead_id=None))
+            handled.append(Handled(kind, lead_id=None))
             continue
         lead = loaded[lead_id]
         session.add_all(links)  # linked as `handle` links them: before the event is decided
@@ -348,6 +385,11 @@ async def _supersede_stored_writes(session: AsyncSession, leads: Sequence[_Lead]
         .values(status="superseded")
         .execution_options(synchronize_session=False)
     )
+
+
+def _detached(row: Row[Any] | LeadRow) -> LeadRow:
+    """The lead as an object the batch changes and writes itself, once."""
+    return row if isinstance(row, LeadRow) else LeadRow(**{c.name: row._mapping[c] for c in _LEAD_COLUMNS})
 
 
 def _columns(lead: LeadRow) -> dict[str, object]:

@@ -131,6 +131,8 @@ async def into_inbox(
     session: AsyncSession, events: list[SourceEvent], *, now: datetime
 ) -> set[tuple[str, str]]:
     """Record the events as processed; the (source, idempotency key) of those that were not already."""
+    if not events:
+        return set()
     inserted = await session.execute(
         database.insert(session, InboxRow)
         .values(

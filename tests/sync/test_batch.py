@@ -209,11 +209,28 @@ async def test_a_batch_ends_exactly_as_its_events_one_by_one(
     two_databases: tuple[AsyncEngine, AsyncEngine], seed: int, lookahead: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(batch, "LOOKAHEAD", lookahead)
-    batched, single = two_databases
+    await _compare(two_databases, _batches(seed))
+
+
+async def test_an_opportunity_parked_and_linked_within_one_batch_ends_as_one_by_one(
+    two_databases: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    rng = random.Random(1)
+    events = [_event(rng, n) for n in range(40)]
+    opportunity, conversion = (
+        _opportunity_event(random.Random(seed), 100 + seed, person=0) for seed in (0, 1)
+    )  # seed 0: the opportunity's stage, seed 1: the lead's conversion naming it
+    assert (opportunity.object_type, conversion.object_type) == (ObjectType.OPPORTUNITY, ObjectType.LEAD)
+    await _compare(two_databases, [[*events[:5], opportunity, conversion, opportunity, *events[5:]]])
+
+
+async def _compare(databases: tuple[AsyncEngine, AsyncEngine], batches: list[list[SourceEvent]]) -> None:
+    """Each batch through `handle_batch` on one database and one by one on the other: the same result."""
+    batched, single = databases
     batch_sessions = async_sessionmaker(batched, expire_on_commit=False)
     single_sessions = async_sessionmaker(single, expire_on_commit=False)
     now = T0 + timedelta(hours=1)
-    for events in _batches(seed):
+    for events in batches:
         async with batch_sessions() as session, session.begin():
             by_batch = await handle_batch(session, events, rules=RULES, now=now)
         by_event = []

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import asyncpg
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import col
 
 from onefunnel.metrics.consumer import run_counter
@@ -99,8 +100,14 @@ async def server_database_and_bus(
 
 
 async def count(engine: AsyncEngine, table: type) -> int:
-    async with engine.connect() as connection:
-        return int(await connection.scalar(select(func.count()).select_from(table)) or 0)
+    """Counted on a connection of its own: the pool's connections die when a test restarts the server, and the
+    consumers, not this observer, are what must live through that."""
+    observer = create_async_engine(engine.url, poolclass=NullPool)
+    try:
+        async with observer.connect() as connection:
+            return int(await connection.scalar(select(func.count()).select_from(table)) or 0)
+    finally:
+        await observer.dispose()
 
 
 async def parked(bus: Bus) -> list[Message]:

@@ -32,6 +32,7 @@ from onefunnel.sync.handler import (
     into_inbox,
     known_fields,
     load_stored,
+    parked_row,
     stage_raw_changed,
 )
 from onefunnel.sync.reconcile import LeadState, LinkState, Outcome, StageEvent, decide
@@ -54,8 +55,7 @@ class _Echo:
 class _Lead:
     """A lead as the batch sees it: loaded once, changed by each of its events in turn."""
 
-    row: LeadRow  # detached: written once, at the end, version-checked
-    version: int
+    row: LeadRow  # detached: written once, at the end, checked against the version it was read at
     history: list[StageEvent]
     links: list[LinkState]
     echoes: list[_Echo]
@@ -149,7 +149,7 @@ async def _plan(session: AsyncSession, events: list[SourceEvent], *, now: dateti
             lead_id = email_owner.get(email)
         new_lead = None
         if lead_id is None and event.object_type in identity.SECONDARY:  # parked until its record is linked
-            park = None if event.id in parked_events else _park_row(event, now=now)
+            park = None if event.id in parked_events else parked_row(event, now=now)
             parked.add((event.source.value, event.object_id))
             parked_events.add(event.id)
             plan.add(event, "parked", None, None, [], park)  # not in the inbox: handled when unparked
@@ -229,16 +229,6 @@ async def _parked(
     return {(r.system, r.record_id) for r in rows}, {r.event_id for r in rows}
 
 
-def _park_row(event: SourceEvent, *, now: datetime) -> ParkedEventRow:
-    return ParkedEventRow(
-        system=event.source,
-        record_id=event.object_id,
-        event_id=event.id,
-        payload=event.model_dump_json(),
-        parked_at=now,
-    )
-
-
 async def _processed(session: AsyncSession, events: list[SourceEvent]) -> set[tuple[str, str]]:
     inbox = InboxRow.__table__  # type: ignore[attr-defined]
     keys = list({(e.source.value, e.idempotency_key) for e in events})
@@ -251,18 +241,15 @@ async def _processed(session: AsyncSession, events: list[SourceEvent]) -> set[tu
 
 
 async def _apply_routine(session: AsyncSession, plan: _Plan, *, rules: Rules, now: datetime) -> list[Handled]:
-    kept = [(e, kind) for e, kind in zip(plan.events, plan.kinds, strict=True) if kind != "parked"]
-    fresh = await _into_inbox(session, [e for e, _ in kept], now=now)
-    if any((kind == "routine") != new for (_, kind), new in zip(kept, fresh, strict=True)):
+    # The plan told redeliveries (by the inbox, and within the run) and parked events apart: the rest is new.
+    routine = [e for e, kind in zip(plan.events, plan.kinds, strict=True) if kind == "routine"]
+    if len(await into_inbox(session, routine, now=now)) != len(routine):
         raise Conflict("an event of the batch was handled elsewhere meanwhile")  # the plan may be wrong
     new = {lead.id for lead in plan.new_leads}
     used = list(dict.fromkeys(lead_id for lead_id in plan.leads if lead_id is not None))
     stored = [_detached(plan.rows[lead_id]) for lead_id in used if lead_id not in new]
     loaded = await _load(session, stored, now=now)
-    loaded |= {
-        lead.id: _Lead(row=lead, version=lead.version, history=[], links=[], echoes=[])
-        for lead in plan.new_leads
-    }
+    loaded |= {lead.id: _Lead(row=lead, history=[], links=[], echoes=[]) for lead in plan.new_leads}
     if plan.new_leads:
         await session.execute(insert(LeadRow), [_columns(lead) for lead in plan.new_leads])
     handled = []
@@ -330,27 +317,13 @@ async def _apply_routine(session: AsyncSession, plan: _Plan, *, rules: Rules, no
     return handled
 
 
-async def _into_inbox(session: AsyncSession, events: list[SourceEvent], *, now: datetime) -> list[bool]:
-    """Which events are new (the first of a key that repeats within the batch included)."""
-    seen: set[tuple[str, str]] = set()
-    first = []
-    for event in events:
-        key = (event.source.value, event.idempotency_key)
-        first.append(key not in seen)
-        seen.add(key)
-    new = await into_inbox(session, [e for e, f in zip(events, first, strict=True) if f], now=now)
-    return [f and (e.source.value, e.idempotency_key) in new for e, f in zip(events, first, strict=True)]
-
-
 async def _load(session: AsyncSession, leads: list[LeadRow], *, now: datetime) -> dict[uuid.UUID, _Lead]:
     stored = await load_stored(session, [lead.id for lead in leads], now=now)
     loaded = {}
     for lead in leads:
         own = stored.get(lead.id, Stored())
         echoes = [_Echo(system, value, row_id=row_id) for system, value, row_id in own.echoes]
-        loaded[lead.id] = _Lead(
-            row=lead, version=lead.version, history=own.history, links=own.links, echoes=echoes
-        )
+        loaded[lead.id] = _Lead(row=lead, history=own.history, links=own.links, echoes=echoes)
     return loaded
 
 
@@ -410,10 +383,10 @@ async def _save_versioned(session: AsyncSession, leads: list[_Lead], *, now: dat
     }
     updated = await session.execute(
         update(table)
-        .where(tuple_(table.c.id, table.c.version).in_([(lead.row.id, lead.version) for lead in leads]))
+        .where(tuple_(table.c.id, table.c.version).in_([(lead.row.id, lead.row.version) for lead in leads]))
         .values(
             **values,
-            version=case({lead.row.id: lead.version + lead.events for lead in leads}, value=table.c.id),
+            version=case({lead.row.id: lead.row.version + lead.events for lead in leads}, value=table.c.id),
             updated_at=now,
         )
         .returning(table.c.id)

@@ -181,19 +181,21 @@ async def _park(session: AsyncSession, event: SourceEvent, *, now: datetime) -> 
         select(col(ParkedEventRow.id)).where(col(ParkedEventRow.event_id) == event.id)
     )
     if exists is None:
-        session.add(
-            ParkedEventRow(
-                system=event.source,
-                record_id=event.object_id,
-                event_id=event.id,
-                payload=event.model_dump_json(),
-                parked_at=now,
-            )
-        )
+        session.add(parked_row(event, now=now))
     await session.execute(
         delete(InboxRow).where(
             col(InboxRow.source) == event.source, col(InboxRow.idempotency_key) == event.idempotency_key
         )
+    )
+
+
+def parked_row(event: SourceEvent, *, now: datetime) -> ParkedEventRow:
+    return ParkedEventRow(
+        system=event.source,
+        record_id=event.object_id,
+        event_id=event.id,
+        payload=event.model_dump_json(),
+        parked_at=now,
     )
 
 

@@ -3,8 +3,8 @@
 For a run of events the batch first plans (batch_plan.py) which lead each event is about, and which
 records and emails it gives that lead. It then loads at once what the events' decisions depend on
 (stored.py), decides each event in memory in arrival order exactly as `handle` does, and writes the
-outcome with a statement per table. An event that would merge, delete, fold another lead in, or
-unpark events goes through `handle` itself; what follows it is planned again, since it may have
+outcome with a statement per table. An event that would merge, delete or fold another lead in goes
+through `handle` itself; what follows it is planned again, since it may have
 created, joined or split leads.
 """
 
@@ -33,7 +33,7 @@ from onefunnel.sync.handler import (
 )
 from onefunnel.sync.reconcile import LeadState, LinkState, Outcome, StageEvent, decide
 from onefunnel.sync.stored import Stored, known_fields, load_stored
-from onefunnel.sync.tables import ExpectedEchoRow, LeadLinkRow, LeadRow, WriteRow
+from onefunnel.sync.tables import ExpectedEchoRow, LeadLinkRow, LeadRow, ParkedEventRow, WriteRow
 
 _ATTRIBUTES = ("stage", "email", "score", "owner_id", "campaign", "lead_source")
 LOOKAHEAD = 100  # events whose records are looked up at once
@@ -81,13 +81,13 @@ async def handle_batch(
             handled += await _apply_routine(session, plan, rules=rules, now=now)
         else:
             handled.append(await handle(session, rest[0], rules=rules, now=now))
-        rest = rest[max(len(plan.events), 1) :]
+        rest = rest[max(plan.taken, 1) :]
     return handled
 
 
 async def _apply_routine(session: AsyncSession, plan: Plan, *, rules: Rules, now: datetime) -> list[Handled]:
     # The plan told redeliveries (by the inbox, and within the run) and parked events apart: the rest is new.
-    routine = [e for e, kind in zip(plan.events, plan.kinds, strict=True) if kind == "routine"]
+    routine = [e for e, kind in zip(plan.events, plan.kinds, strict=True) if kind in ("routine", "unparked")]
     if len(await into_inbox(session, routine, now=now)) != len(routine):
         raise Conflict("an event of the batch was handled elsewhere meanwhile")  # the plan may be wrong
     new = {lead.id for lead in plan.new_leads}
@@ -140,7 +140,10 @@ async def _apply_routine(session: AsyncSession, plan: Plan, *, rules: Rules, now
                 lead.echoes.append(_Echo(SourceSystem(echo_row.system), echo_row.value, pending=echo_row))
         session.add(audit_row(lead.row.id, event, decision, before=before, now=now))
         lead.events += 1
-        handled.append(Handled(decision.outcome, lead_id=lead.row.id, decision=decision))
+        if kind == "routine":  # an unparked event was counted when it was parked
+            handled.append(Handled(decision.outcome, lead_id=lead.row.id, decision=decision))
+    if plan.unparked_rows:
+        await session.execute(delete(ParkedEventRow).where(col(ParkedEventRow.id).in_(plan.unparked_rows)))
     await _supersede_stored_writes(session, list(loaded.values()))
     if consumed:
         await session.execute(delete(ExpectedEchoRow).where(col(ExpectedEchoRow.id).in_(consumed)))

@@ -1,8 +1,8 @@
 """Which lead each event of a consumer batch is about, told in memory as `handle` tells it one by one.
 
-By its records' links, else by email, else a new lead, with the records and the email it brings that lead; an
-opportunity nobody is linked to yet is parked. The run stops at the first event that would merge, delete, fold
-another lead in or unpark events: `handle` takes that one.
+By its records' links, else by email, else a new lead, with the records and the email it brings that lead. An
+opportunity nobody is linked to yet is parked, and comes back right after the event that links it. The run
+stops at the first event that would merge, delete or fold another lead in: `handle` takes that one.
 """
 
 import uuid
@@ -24,13 +24,19 @@ class Plan:
     """A run of routine events: whose lead each is, and the leads, links and emails they bring."""
 
     events: list[SourceEvent] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)  # per event: routine, duplicate or parked
-    leads: list[uuid.UUID | None] = field(default_factory=list)  # per routine event
+    kinds: list[str] = field(default_factory=list)  # per event: routine, duplicate, parked or unparked
+    leads: list[uuid.UUID | None] = field(default_factory=list)  # per routine or unparked event
     parks: list[ParkedEventRow | None] = field(default_factory=list)  # per event parked for the first time
     emails: list[str | None] = field(default_factory=list)  # per event: the email it gives its lead
     links: list[list[LeadLinkRow]] = field(default_factory=list)  # per event: the records it links
     rows: dict[uuid.UUID, Row[Any] | LeadRow] = field(default_factory=dict)  # stored, or new
     new_leads: list[LeadRow] = field(default_factory=list)
+    unparked_rows: list[int] = field(default_factory=list)  # stored parked events taken out of the car park
+
+    @property
+    def taken(self) -> int:
+        """How many of the given events the run holds (unparked ones came from the car park)."""
+        return sum(kind != "unparked" for kind in self.kinds)
 
     def add(
         self,
@@ -49,57 +55,145 @@ class Plan:
         self.parks.append(park)
 
 
+@dataclass
+class _Waiting:
+    """An event waiting for its record to be linked: stored (with its row id) or parked earlier in the run."""
+
+    event: SourceEvent
+    row_id: int | None = None
+    index: int | None = None  # its place in the plan, when parked in this run
+
+
 async def plan_run(session: AsyncSession, events: list[SourceEvent], *, now: datetime) -> Plan:
     """The longest run of `events` whose leads are told as `handle` tells them, without merging,
-    folding, deleting or unparking anything; those are left to `handle`."""
+    folding or deleting anything; those are left to `handle`. An event that links a record other
+    events wait for brings them along, right after it, as `handle` unparks them."""
     records = {key: r for e in events for key, r in _records(e).items()}
-    linked = await _leads_of_records(session, list(records))
-    by_email = await _leads_by_email(session, events)
-    parked, parked_events = await _parked(session, [key for key in records if key not in linked])
-    seen = await _processed(session, events)
-    plan = Plan()
-    email_of: dict[uuid.UUID, str | None] = {}
-    for row in [*linked.values(), *by_email.values()]:
-        plan.rows.setdefault(row.id, row)
-        email_of.setdefault(row.id, row.email)
-    owner = {key: row.id for key, row in linked.items()}  # record -> its lead
-    email_owner = {email: row.id for email, row in by_email.items()}
+    waiting = await _parked(session, list(records))
+    waited = [w.event for queue in waiting.values() for w in queue]
+    planner = _Planner(
+        plan=Plan(),
+        now=now,
+        records=set(records),
+        emails=_emails([*events, *waited]),
+        waiting=waiting,
+        parked_events={event.id for event in waited},
+        seen=await _processed(session, [*events, *waited]),
+    )
+    for row in [
+        *await _leads_of_records(session, list(records)),
+        *await _leads_by_email(session, planner.emails),
+    ]:
+        planner.know(row)
     for event in events:
-        key = (event.source.value, event.idempotency_key)
-        if key in seen:  # a redelivery: `handle` would stop at the inbox
-            plan.add(event, "duplicate", None, None, [], None)
-            continue
-        if event.event_type in (SourceEventType.DELETED, SourceEventType.MERGED):
+        if not planner.take(event):
             break
+    return planner.plan
+
+
+@dataclass
+class _Planner:
+    """What the run has told so far: whose each record and email is, and which events wait for a record."""
+
+    plan: Plan
+    now: datetime
+    records: set[tuple[str, str]]  # whose links and parked events were looked up
+    emails: set[str]  # whose leads were looked up
+    waiting: dict[tuple[str, str], list[_Waiting]]
+    parked_events: set[uuid.UUID]
+    seen: set[tuple[str, str]]  # in the inbox, or in the run
+    owner: dict[tuple[str, str], uuid.UUID] = field(default_factory=dict)  # record -> its lead
+    email_owner: dict[str, uuid.UUID] = field(default_factory=dict)
+    email_of: dict[uuid.UUID, str | None] = field(default_factory=dict)
+
+    def know(self, row: Row[Any]) -> None:
+        """A stored lead, found by one of its records' links or by its email."""
+        self.plan.rows.setdefault(row.id, row)
+        self.email_of.setdefault(row.id, row.email)
+        if "link_system" in row._fields:
+            self.owner[(row.link_system, row.link_record_id)] = row.id
+        elif row.email is not None:
+            self.email_owner[row.email] = row.id
+
+    def take(self, event: SourceEvent) -> bool:
+        """Add the event to the run, with the events it unparks; False (and the run as it was) if it
+        is for `handle`."""
+        unparks = any(k in self.waiting for k in _records(event) if k not in self.owner)
+        before = self._copy() if unparks else None
+        if self._place(event, unparked=None):
+            return True
+        if before is not None:
+            self.__dict__.update(before)
+        return False
+
+    def _copy(self) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            "plan": Plan(
+                events=list(plan.events),
+                kinds=list(plan.kinds),
+                leads=list(plan.leads),
+                parks=list(plan.parks),
+                emails=list(plan.emails),
+                links=list(plan.links),
+                rows=dict(plan.rows),
+                new_leads=list(plan.new_leads),
+                unparked_rows=list(plan.unparked_rows),
+            ),
+            "waiting": {key: list(queue) for key, queue in self.waiting.items()},
+            "parked_events": set(self.parked_events),
+            "seen": set(self.seen),
+            "owner": dict(self.owner),
+            "email_owner": dict(self.email_owner),
+            "email_of": dict(self.email_of),
+        }
+
+    def _place(self, event: SourceEvent, *, unparked: _Waiting | None) -> bool:
+        plan = self.plan
+        key = (event.source.value, event.idempotency_key)
+        if key in self.seen:  # a redelivery: `handle` would stop at the inbox
+            if unparked is None:
+                plan.add(event, "duplicate", None, None, [], None)
+            return True
+        if event.event_type in (SourceEventType.DELETED, SourceEventType.MERGED):
+            return False
         own = _records(event)
         email = identity.normalized_email(event.changes.email)
-        lead_id = next((owner[k] for k in own if k in owner), None)
+        if not own.keys() <= self.records or (email is not None and email not in self.emails):
+            return False  # an unparked event naming what was not looked up
+        lead_id = next((self.owner[k] for k in own if k in self.owner), None)
         if lead_id is not None and plan.rows[lead_id].merged_into is not None:
-            break
+            return False
         if lead_id is None and email is not None:
-            lead_id = email_owner.get(email)
-        new_lead = None
+            lead_id = self.email_owner.get(email)
         if lead_id is None and event.object_type in identity.SECONDARY:  # parked until its record is linked
-            park = None if event.id in parked_events else parked_row(event, now=now)
-            parked.add((event.source.value, event.object_id))
-            parked_events.add(event.id)
+            first = event.id not in self.parked_events
+            park = parked_row(event, now=self.now) if first else None
+            if first:
+                self.waiting.setdefault((event.source.value, event.object_id), []).append(
+                    _Waiting(event, index=len(plan.events))
+                )
+            self.parked_events.add(event.id)
             plan.add(event, "parked", None, None, [], park)  # not in the inbox: handled when unparked
-            continue
+            return True
+        new_lead = None
         if lead_id is None:
-            new_lead = LeadRow(id=uuid.uuid4(), origin_system=event.source, created_at=now, updated_at=now)
+            new_lead = LeadRow(
+                id=uuid.uuid4(), origin_system=event.source, created_at=self.now, updated_at=self.now
+            )
             lead_id = new_lead.id
-        unlinked = [k for k in own if k not in owner]
-        if any(owner[k] != lead_id for k in own if k in owner) or any(k in parked for k in unlinked):
-            break  # another lead's record joins (a fold), or parked events wait for a record
-        gives_email = email if email is not None and email_of.get(lead_id) is None else None
-        if gives_email is not None and email_owner.get(gives_email, lead_id) != lead_id:
-            break  # the email is another lead's: `handle` folds that lead in
+        if any(self.owner[k] != lead_id for k in own if k in self.owner):
+            return False  # another lead's record joins: `handle` folds that lead in
+        gives_email = email if email is not None and self.email_of.get(lead_id) is None else None
+        if gives_email is not None and self.email_owner.get(gives_email, lead_id) != lead_id:
+            return False  # the email is another lead's: `handle` folds that lead in
         if new_lead is not None:
             plan.new_leads.append(new_lead)
             plan.rows[lead_id] = new_lead
+        unlinked = [k for k in own if k not in self.owner]
         new_links = []
         for k in unlinked:
-            owner[k] = lead_id
+            self.owner[k] = lead_id
             new_links.append(
                 LeadLinkRow(
                     system=own[k].system,
@@ -109,11 +203,23 @@ async def plan_run(session: AsyncSession, events: list[SourceEvent], *, now: dat
                 )
             )
         if gives_email is not None:
-            email_of[lead_id] = gives_email
-            email_owner[gives_email] = lead_id
-        seen.add(key)
-        plan.add(event, "routine", lead_id, gives_email, new_links, None)
-    return plan
+            self.email_of[lead_id] = gives_email
+            self.email_owner[gives_email] = lead_id
+        self.seen.add(key)
+        plan.add(event, "unparked" if unparked else "routine", lead_id, gives_email, new_links, None)
+        for k in unlinked:  # the events that waited for these records, in the order they were parked
+            for waiting in self.waiting.pop(k, []):
+                self._unpark(waiting)
+                if not self._place(waiting.event, unparked=waiting):
+                    return False
+        return True
+
+    def _unpark(self, waiting: _Waiting) -> None:
+        if waiting.row_id is not None:
+            self.plan.unparked_rows.append(waiting.row_id)
+        if waiting.index is not None:
+            self.plan.parks[waiting.index] = None  # parked and unparked within the run: never stored
+        self.parked_events.discard(waiting.event.id)
 
 
 def _records(event: SourceEvent) -> dict[tuple[str, str], RecordLink]:
@@ -121,43 +227,45 @@ def _records(event: SourceEvent) -> dict[tuple[str, str], RecordLink]:
     return {(r.system.value, r.record_id): r for r in [own, *event.related]}
 
 
-async def _leads_of_records(
-    session: AsyncSession, keys: list[tuple[str, str]]
-) -> dict[tuple[str, str], Row[Any]]:
-    """The lead each linked record belongs to, as a plain row."""
+async def _leads_of_records(session: AsyncSession, keys: list[tuple[str, str]]) -> list[Row[Any]]:
+    """The lead each linked record belongs to, as a plain row with the record's key."""
     link, lead = LeadLinkRow.__table__, LeadRow.__table__  # type: ignore[attr-defined]
     rows = await session.execute(
         select(link.c.system.label("link_system"), link.c.record_id.label("link_record_id"), lead)
         .join(lead, lead.c.id == link.c.lead_id)
         .where(tuple_(link.c.system, link.c.record_id).in_(keys))
     )
-    return {(r.link_system, r.link_record_id): r for r in rows}
+    return list(rows)
 
 
-async def _leads_by_email(session: AsyncSession, events: list[SourceEvent]) -> dict[str, Row[Any]]:
-    emails = {e for event in events if (e := identity.normalized_email(event.changes.email)) is not None}
+def _emails(events: list[SourceEvent]) -> set[str]:
+    return {e for event in events if (e := identity.normalized_email(event.changes.email)) is not None}
+
+
+async def _leads_by_email(session: AsyncSession, emails: set[str]) -> list[Row[Any]]:
     if not emails:
-        return {}
+        return []
     lead = LeadRow.__table__  # type: ignore[attr-defined]
-    rows = await session.execute(select(lead).where(lead.c.email.in_(emails), lead.c.merged_into.is_(None)))
-    return {r.email: r for r in rows}
+    return list(
+        await session.execute(select(lead).where(lead.c.email.in_(emails), lead.c.merged_into.is_(None)))
+    )
 
 
 async def _parked(
     session: AsyncSession, keys: list[tuple[str, str]]
-) -> tuple[set[tuple[str, str]], set[uuid.UUID]]:
-    """Which of the records have events waiting for them, and those events' ids."""
-    if not keys:
-        return set(), set()
+) -> dict[tuple[str, str], list[_Waiting]]:
+    """The events waiting for each of the records, in the order they were parked."""
     parked = ParkedEventRow.__table__  # type: ignore[attr-defined]
-    rows = (
-        await session.execute(
-            select(parked.c.system, parked.c.record_id, parked.c.event_id).where(
-                tuple_(parked.c.system, parked.c.record_id).in_(keys)
-            )
-        )
-    ).all()
-    return {(r.system, r.record_id) for r in rows}, {r.event_id for r in rows}
+    rows = await session.execute(
+        select(parked.c.id, parked.c.system, parked.c.record_id, parked.c.payload)
+        .where(tuple_(parked.c.system, parked.c.record_id).in_(keys))
+        .order_by(parked.c.id)
+    )
+    waiting: dict[tuple[str, str], list[_Waiting]] = {}
+    for row in rows:
+        event = SourceEvent.model_validate_json(row.payload)
+        waiting.setdefault((row.system, row.record_id), []).append(_Waiting(event, row_id=row.id))
+    return waiting
 
 
 async def _processed(session: AsyncSession, events: list[SourceEvent]) -> set[tuple[str, str]]:

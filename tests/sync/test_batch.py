@@ -224,6 +224,45 @@ async def test_an_opportunity_parked_and_linked_within_one_batch_ends_as_one_by_
     await _compare(two_databases, [[*events[:5], opportunity, conversion, opportunity, *events[5:]]])
 
 
+async def test_an_unparked_event_that_folds_another_lead_in_is_left_to_handle(
+    two_databases: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    """An opportunity parked naming a contact that another lead links later: unparking it folds that lead
+    in, which the batch cannot plan (nor know the contact's link: it looks up its own events' records)."""
+
+    def salesforce(n: int, object_type: ObjectType, record_id: str, related: list[str]) -> SourceEvent:
+        raw = "Prospecting" if object_type is ObjectType.OPPORTUNITY else "Closed - Converted"
+        field = "opportunity_stage" if object_type is ObjectType.OPPORTUNITY else "lead_status"
+        return SourceEvent(
+            id=uuid.UUID(int=500 + n),
+            idempotency_key=f"fold-{n}",
+            source=SourceSystem.SALESFORCE,
+            object_type=object_type,
+            object_id=record_id,
+            event_type=SourceEventType.CHANGED,
+            changes=Changes(stage=MAPPING.to_canonical(SourceSystem.SALESFORCE, field, raw), stage_raw=raw),
+            related=[
+                RecordLink(system=SourceSystem.SALESFORCE, object_type=ObjectType.CONTACT, record_id=r)
+                if r.startswith("003")
+                else RecordLink(
+                    system=SourceSystem.SALESFORCE, object_type=ObjectType.OPPORTUNITY, record_id=r
+                )
+                for r in related
+            ],
+            occurred_at=T0 + timedelta(seconds=n),
+            received_at=T0,
+        )
+
+    opportunity = salesforce(1, ObjectType.OPPORTUNITY, "006A", ["003A"])  # parked: nothing is linked yet
+    contact_linked = salesforce(2, ObjectType.LEAD, "00Q1", ["003A"])  # lead 1 links the contact
+    conversion = salesforce(3, ObjectType.LEAD, "00Q2", ["006A"])  # lead 2 links the opportunity: unparked
+    rng = random.Random(3)
+    await _compare(
+        two_databases,
+        [[opportunity], [contact_linked], [*(_event(rng, n) for n in range(5)), conversion, _event(rng, 6)]],
+    )
+
+
 async def _compare(databases: tuple[AsyncEngine, AsyncEngine], batches: list[list[SourceEvent]]) -> None:
     """Each batch through `handle_batch` on one database and one by one on the other: the same result."""
     batched, single = databases

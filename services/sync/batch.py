@@ -4,8 +4,8 @@ For a run of events the batch first plans (batch_plan.py) which lead each event 
 records and emails it gives that lead. It then loads at once what the events' decisions depend on
 (stored.py), decides each event in memory in arrival order exactly as `handle` does, and writes the
 outcome with a statement per table. An event that would merge, delete or fold another lead in goes
-through `handle` itself; what follows it is planned again, since it may have
-created, joined or split leads.
+through `handle` itself; what follows it is planned again, since it may have created, joined or
+split leads.
 """
 
 import uuid

@@ -104,6 +104,15 @@ def report(
         if phase is not None
         for _, v in phase.samples.get("onefunnel_dead_letters_total", [])
     )
+    fallbacks = {
+        name: sum(v for _, v in phase.samples.get("onefunnel_sync_batch_fallbacks_total", []))
+        for name, phase in (("throughput", throughput), ("lag", lag))
+        if phase is not None
+    }
+    print(
+        "consumer batches handled again one event at a time: "
+        + ", ".join(f"{name} {count:.0f}" for name, count in fallbacks.items())
+    )
     print(f"dead letters: {dead:.0f}; sync's client limit {args.api_rate:g} calls/s per platform; ", end="")
     print(f"fake API latency {args.api_latency:g} s; PostgreSQL durable: {not args.test_durability}")
     for name, phase in (("throughput", throughput), ("lag", lag)):

@@ -36,6 +36,7 @@ from onefunnel.shared.events import (
 from onefunnel.shared.funnel import load_funnel
 from onefunnel.shared.settings import BusKind, BusSettings, DatabaseSettings, TopicSettings
 from onefunnel.shared.stages import Stage
+from onefunnel.sync import instruments as sync_instruments
 from onefunnel.sync.consumer import run_consumer
 from onefunnel.sync.handler import Rules
 from onefunnel.sync.tables import InboxRow
@@ -164,6 +165,7 @@ async def test_an_event_in_a_batch_the_database_refuses_is_parked_alone_and_the_
         BusSettings(bus=BusKind.LOCAL, local_bus_path=tmp_path / "bus.sqlite3"), topics=TOPICS.all
     ) as bus:
         await bus.publish(TOPICS.topic_source_events, messages)
+        fallbacks = _fallbacks("error")
         tasks = consumers(bus, engine)[:1]
 
         async def applied_and_parked() -> bool:
@@ -181,6 +183,7 @@ async def test_an_event_in_a_batch_the_database_refuses_is_parked_alone_and_the_
     await engine.dispose()
 
     assert keys == ["key-1", "key-4"]
+    assert _fallbacks("error") == fallbacks + 1
     assert sorted(dict(m.headers)["onefunnel_reason"].split(b":")[0] for m in dead) == [
         b"undecodable",
         b"unprocessable",
@@ -266,3 +269,11 @@ async def until_handled_then_stop(
         return not any(task.done() for task in tasks)
     finally:
         await stop(tasks)
+
+
+def _fallbacks(reason: str) -> float:
+    """Consumer batches sync handled again one event per transaction, for `reason`."""
+    value = sync_instruments.REGISTRY.get_sample_value(
+        "onefunnel_sync_batch_fallbacks_total", {"reason": reason}
+    )
+    return value or 0.0

@@ -1,11 +1,12 @@
 """The sync consumer loop: decode -> handle the batch in one transaction -> commit the offsets.
 
 At least once: offsets are committed only after the batch's transaction committed, and the inbox
-makes a redelivered event a no-op. A batch whose transaction fails (a concurrent update of one of
-its leads, a poison event) is rolled back and handled again one event per transaction: a message
-that cannot be decoded, or whose handling keeps failing for a reason other than a concurrent
-update, goes to the dead-letter topic with the reason and the partition moves on, so one poison
-message never wedges a lead's partition.
+makes a redelivered event a no-op. A batch whose transaction fails is rolled back. After a conflict
+(another transaction changed one of its leads or linked one of its records) it is planned and tried
+again as a batch; after anything else, or conflicts that persist, it is handled again one event per
+transaction: a message that cannot be decoded, or whose handling keeps failing for a reason other
+than a concurrent update, goes to the dead-letter topic with the reason and the partition moves on,
+so one poison message never wedges a lead's partition.
 """
 
 import asyncio
@@ -29,6 +30,7 @@ from onefunnel.sync.handler import Conflict, Handled, Rules, handle
 log = logging.getLogger(__name__)
 
 CONFLICT_RETRIES = 8  # concurrent updates of one lead settle within a few tries
+BATCH_CONFLICT_RETRIES = 3  # then the batch is handled one event per transaction, each retried on its own
 
 
 async def run_consumer(
@@ -76,15 +78,19 @@ async def _apply_all(
     """Handle `events` in order in one transaction; None if it failed (and nothing of it was kept)."""
     if not events:
         return []
-    try:
-        async with sessions() as session, session.begin():
-            now = datetime.now(UTC)
-            return await handle_batch(session, events, rules=rules, now=now)
-    except (Conflict, IntegrityError):
-        return None
-    except Exception:  # a bug or a poison event: each event alone will tell which
-        log.warning("batch of %d events failed; handling them one by one", len(events), exc_info=True)
-        return None
+    for attempt in range(BATCH_CONFLICT_RETRIES):
+        try:
+            async with sessions() as session, session.begin():
+                now = datetime.now(UTC)
+                return await handle_batch(session, events, rules=rules, now=now)
+        except (Conflict, IntegrityError):  # another transaction (a write-back linking a record) came first
+            await asyncio.sleep(0.01 * 2**attempt)  # planned again, on what it committed
+        except Exception:  # a bug or a poison event: each event alone will tell which
+            log.warning("batch of %d events failed; handling them one by one", len(events), exc_info=True)
+            instruments.BATCH_FALLBACKS.labels("error").inc()
+            return None
+    instruments.BATCH_FALLBACKS.labels("conflict").inc()
+    return None
 
 
 async def _process(

@@ -45,6 +45,12 @@ SYNC_LAG = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600),
     registry=REGISTRY,
 )
+BATCH_FALLBACKS = Counter(
+    "onefunnel_sync_batch_fallbacks_total",
+    "Consumer batches handled again one event per transaction (a poison event, or conflicts after retries).",
+    ["reason"],
+    registry=REGISTRY,
+)
 OUTBOX_BACKLOG = Gauge(
     "onefunnel_outbox_backlog", "LeadStageChanged events committed but not yet published.", registry=REGISTRY
 )
@@ -66,6 +72,8 @@ for _system in SYSTEMS:
     SYNC_LAG.labels(_system)
     for _operation in OPERATIONS:
         API_CALLS.labels(_system, _operation, "ok")
+for _reason in ("conflict", "error"):
+    BATCH_FALLBACKS.labels(_reason)
 CONSUMER_LAG.labels("sync")
 for _reason in ("undecodable", "unprocessable"):
     DEAD_LETTERS.labels("sync", _reason)

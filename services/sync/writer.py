@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import and_, delete, exists, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 from sqlmodel import col
@@ -36,6 +37,8 @@ GAUGE_EVERY_SECONDS = 5.0
 MAX_BACKOFF = timedelta(minutes=10)
 # A claimed write whose replica died is taken up again after this; a live replica finishes well within it.
 CLAIM_LEASE = timedelta(minutes=5)
+LOCK_WAIT_MS = 200  # how long marking writes done at once waits for a link the consumer's batch holds
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
 _TAKEABLE = ("pending", "claimed")  # with next_attempt_at due: a retry's time, or a claim's lease
 
 
@@ -212,41 +215,60 @@ class WriteBack:
         return await self.client.create(email=claimed.email, stage_value=row.value)
 
     async def _finish_done(self, made: list[tuple[WriteRow, str]]) -> None:
-        """Link each record to its lead with the value just written, then mark the writes done at once."""
-        for row, record_id in made:
-            if not _deletes(row):
-                await self._remember(row, record_id)
-        if made:
+        """Link each record to its lead with the value just written, and mark the writes done: at once if
+        no link is held by the consumer's batch, else one link per transaction."""
+        if not made:
+            return
+        links = {(self.system, record_id): row for row, record_id in made if not _deletes(row)}
+        try:
             async with self.sessions() as session, session.begin():
-                await session.execute(
-                    update(WriteRow)
-                    .where(
-                        col(WriteRow.id).in_([row.id for row, _ in made]), col(WriteRow.status) == "claimed"
-                    )
-                    .values(status="done", attempts=col(WriteRow.attempts) + 1, finished_at=datetime.now(UTC))
-                    .execution_options(synchronize_session=False)
-                )
-
-    async def _remember(self, row: WriteRow, record_id: str) -> None:
-        """Link the record with the value written; its own webhook may have linked it: then update the value.
-
-        A transaction of its own: the consumer's batch may hold the link, and holding another while
-        waiting for it could deadlock with that batch.
-        """
+                if session.get_bind().dialect.name == "postgresql":
+                    # Give way to the consumer's batch, well before PostgreSQL's deadlock check (1 s) could
+                    # pick the batch as the victim: holding links while waiting for another could deadlock.
+                    await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'"))
+                await self._remember(session, links)
+                await self._mark_done(session, made)
+            return
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+        for key, row in sorted(links.items()):
+            async with self.sessions() as session, session.begin():
+                await self._remember(session, {key: row})
         async with self.sessions() as session, session.begin():
-            upsert = database.insert(session, LeadLinkRow).values(
-                system=self.system,
-                record_id=record_id,
-                object_type=self.client.object_type,
-                lead_id=row.lead_id,
-                stage_raw=row.value,
+            await self._mark_done(session, made)
+
+    async def _remember(self, session: AsyncSession, links: dict[tuple[str, str], WriteRow]) -> None:
+        """Link the records with the values written; a record's own webhook may have linked it: then
+        update the value. In key order, so that two replicas lock them in the same order."""
+        if not links:
+            return
+        upsert = database.insert(session, LeadLinkRow).values(
+            [
+                {
+                    "system": system,
+                    "record_id": record_id,
+                    "object_type": self.client.object_type,
+                    "lead_id": row.lead_id,
+                    "stage_raw": row.value,
+                }
+                for (system, record_id), row in sorted(links.items())
+            ]
+        )
+        await session.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[col(LeadLinkRow.system), col(LeadLinkRow.record_id)],
+                set_={"stage_raw": upsert.excluded.stage_raw},
             )
-            await session.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=[col(LeadLinkRow.system), col(LeadLinkRow.record_id)],
-                    set_={"stage_raw": upsert.excluded.stage_raw},
-                )
-            )
+        )
+
+    async def _mark_done(self, session: AsyncSession, made: list[tuple[WriteRow, str]]) -> None:
+        await session.execute(
+            update(WriteRow)
+            .where(col(WriteRow.id).in_([row.id for row, _ in made]), col(WriteRow.status) == "claimed")
+            .values(status="done", attempts=col(WriteRow.attempts) + 1, finished_at=datetime.now(UTC))
+            .execution_options(synchronize_session=False)
+        )
 
     async def _failed(self, row: WriteRow, error: PlatformError) -> None:
         if not error.retriable:

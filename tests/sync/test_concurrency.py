@@ -3,9 +3,10 @@
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 
@@ -14,9 +15,10 @@ from onefunnel.shared.events import Changes, ObjectType, SourceEvent, SourceEven
 from onefunnel.shared.funnel import load_funnel
 from onefunnel.shared.settings import DatabaseSettings
 from onefunnel.shared.stages import Stage
+from onefunnel.sync import batch, batch_plan, consumer, instruments, writer
 from onefunnel.sync.consumer import apply
 from onefunnel.sync.handler import Rules
-from onefunnel.sync.tables import AuditRow, LeadRow, WriteRow
+from onefunnel.sync.tables import AuditRow, LeadLinkRow, LeadRow, WriteRow
 from onefunnel.sync.writer import WriteBack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -109,3 +111,104 @@ async def test_two_replicas_never_make_the_same_write_twice(postgres_url: str) -
 
     assert statuses == ["done"] * 30
     assert len(calls) == len(set(calls)) == 30
+
+
+async def test_writes_are_marked_done_while_the_consumer_holds_one_of_their_links(postgres_url: str) -> None:
+    """The writes' links are remembered at once; a link another transaction holds (the consumer's batch
+    updating a record's stage) makes the writer give way and remember them one by one, never fail."""
+    engine = create_engine(DatabaseSettings(database_url=postgres_url))
+    await migrate(engine, service="sync")
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    now = datetime.now(UTC)
+    leads = [uuid.uuid4() for _ in range(5)]
+    async with sessions() as session, session.begin():
+        session.add_all(
+            LeadRow(id=lead_id, email=f"p{n}@example.com", created_at=now, updated_at=now)
+            for n, lead_id in enumerate(leads)
+        )
+        await session.flush()
+        for n, lead_id in enumerate(leads):
+            session.add(
+                LeadLinkRow(system="hubspot", record_id=f"c{n}", object_type="contact", lead_id=lead_id)
+            )
+            session.add(
+                WriteRow(
+                    lead_id=lead_id,
+                    system="hubspot",
+                    stage="sql",
+                    value="salesqualifiedlead",
+                    status="pending",
+                    next_attempt_at=now,
+                    cause_event_id=uuid.uuid4(),
+                    occurred_at=now,
+                    created_at=now,
+                )
+            )
+
+    class Recording:
+        system, object_type = SourceSystem.HUBSPOT, ObjectType.CONTACT
+
+        async def write_stage(self, *, record_id: str, stage_value: str, backward: bool) -> None:
+            await asyncio.sleep(0)
+
+    async with engine.connect() as consumer:  # holds the link of c3 past the writer's lock timeout
+        await consumer.begin()
+        await consumer.execute(
+            update(LeadLinkRow).where(col(LeadLinkRow.record_id) == "c3").values(stage_raw="lead")
+        )
+        writing = asyncio.create_task(WriteBack(client=Recording(), sessions=sessions).write_due())  # type: ignore[arg-type]
+        await asyncio.sleep(writer.LOCK_WAIT_MS / 1000 * 3)
+        assert not writing.done()  # waiting for c3, having given way once
+        await consumer.commit()
+    assert await writing == 5
+    async with sessions() as session:
+        statuses = (await session.scalars(select(col(WriteRow.status)))).all()
+        values = (await session.scalars(select(col(LeadLinkRow.stage_raw)))).all()
+    await engine.dispose()
+
+    assert statuses == ["done"] * 5
+    assert values == ["salesqualifiedlead"] * 5
+
+
+async def test_a_batch_that_lost_a_race_for_a_link_is_planned_again_not_handled_one_by_one(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write-back links a record between the batch's plan and its insert: the batch is tried again."""
+    engine = create_engine(DatabaseSettings(database_url=postgres_url))
+    await migrate(engine, service="sync")
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    salesforce_first = change(SourceSystem.SALESFORCE, Stage.SAL, seconds=0)  # the lead, with the email
+    assert await consumer._apply_all(sessions, [salesforce_first], rules=RULES) is not None
+    async with sessions() as session:
+        lead_id = await session.scalar(select(col(LeadRow.id)))
+    assert lead_id is not None
+    plan_run = batch_plan.plan_run
+    races: list[str] = []
+
+    async def raced(*args: Any, **kwargs: Any) -> batch_plan.Plan:
+        planned = await plan_run(*args, **kwargs)
+        if not races:  # the HubSpot write-back found the contact by email and linked it meanwhile
+            races.append("501")
+            async with sessions() as session, session.begin():
+                session.add(
+                    LeadLinkRow(system="hubspot", record_id="501", object_type="contact", lead_id=lead_id)
+                )
+        return planned
+
+    monkeypatch.setattr(batch, "plan_run", raced)
+    fallbacks = instruments.REGISTRY.get_sample_value(
+        "onefunnel_sync_batch_fallbacks_total", {"reason": "conflict"}
+    )
+    hubspot = change(SourceSystem.HUBSPOT, Stage.MQL, seconds=1)  # contact 501, the same email
+    handled = await consumer._apply_all(sessions, [hubspot], rules=RULES)
+    async with sessions() as session:
+        links = (await session.execute(select(col(LeadLinkRow.record_id), col(LeadLinkRow.lead_id)))).all()
+    await engine.dispose()
+
+    assert races == ["501"]
+    assert handled is not None and [h.lead_id for h in handled] == [lead_id]
+    assert sorted(links) == [("00Q501", lead_id), ("501", lead_id)]
+    assert (
+        instruments.REGISTRY.get_sample_value("onefunnel_sync_batch_fallbacks_total", {"reason": "conflict"})
+        == fallbacks
+    )

@@ -8,14 +8,16 @@ through `handle` itself; what follows it is planned again, since it may have cre
 split leads.
 """
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, case, delete, insert, literal, tuple_, update
+from sqlalchemy import Case, Row, and_, bindparam, case, delete, insert, or_, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col
 
 from onefunnel.shared.events import ObjectType, SourceEvent, SourceSystem
@@ -221,23 +223,39 @@ async def _save_versioned(session: AsyncSession, leads: list[_Lead], *, now: dat
     """One UPDATE for every lead the batch changed; a lead changed meanwhile fails the batch."""
     if not leads:
         return
+    params: dict[str, object] = {"updated_at": now}
+    for i, lead in enumerate(leads):
+        params |= {f"id_{i}": lead.row.id, f"version_{i}": lead.row.version}
+        params[f"new_version_{i}"] = lead.row.version + lead.events
+        params |= {f"{name}_{i}": getattr(lead.row, name) for name in _ATTRIBUTES}
+    updated = await session.execute(_versioned_update(len(leads)), params)
+    if len(updated.all()) != len(leads):
+        raise Conflict("a lead of the batch changed concurrently")
+
+
+@functools.cache
+def _versioned_update(leads: int) -> ReturningUpdate[tuple[uuid.UUID]]:
+    """The UPDATE of `leads` leads, built once per count: only its parameters change from batch to batch.
+
+    Each value is bound as its column's type, so that PostgreSQL can type NULLs and refuses what does not fit.
+    """
     table = LeadRow.__table__  # type: ignore[attr-defined]
-    values = {  # bound as the column's type, so PostgreSQL can type NULLs, and refuses what does not fit
-        name: case(
-            {lead.row.id: literal(getattr(lead.row, name), type_=table.c[name].type) for lead in leads},
+    ids = [bindparam(f"id_{i}", type_=table.c.id.type) for i in range(leads)]
+
+    def per_lead(name: str, column: str) -> Case[Any]:
+        return case(
+            {ids[i]: bindparam(f"{name}_{i}", type_=table.c[column].type) for i in range(leads)},
             value=table.c.id,
         )
-        for name in _ATTRIBUTES
-    }
-    updated = await session.execute(
+
+    versions = [bindparam(f"version_{i}", type_=table.c.version.type) for i in range(leads)]
+    return (
         update(table)
-        .where(tuple_(table.c.id, table.c.version).in_([(lead.row.id, lead.row.version) for lead in leads]))
+        .where(or_(*(and_(table.c.id == ids[i], table.c.version == versions[i]) for i in range(leads))))
         .values(
-            **values,
-            version=case({lead.row.id: lead.row.version + lead.events for lead in leads}, value=table.c.id),
-            updated_at=now,
+            **{name: per_lead(name, name) for name in _ATTRIBUTES},
+            version=per_lead("new_version", "version"),
+            updated_at=bindparam("updated_at", type_=table.c.updated_at.type),
         )
         .returning(table.c.id)
     )
-    if len(updated.all()) != len(leads):
-        raise Conflict("a lead of the batch changed concurrently")

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col
 
 from onefunnel.shared import envelope
 from onefunnel.shared.bus import Bus, OutgoingMessage
@@ -26,29 +25,31 @@ CE_SOURCE = "/onefunnel/sync"
 
 async def relay_once(*, bus: Bus, topics: TopicSettings, sessions: async_sessionmaker[AsyncSession]) -> int:
     """Publish up to one batch of unpublished rows in commit order; return how many."""
+    outbox = OutboxRow.__table__  # type: ignore[attr-defined]
     async with sessions() as session:
         rows = (
-            await session.scalars(
-                select(OutboxRow)
-                .where(col(OutboxRow.published_at).is_(None))
-                .order_by(col(OutboxRow.id))
+            await session.execute(
+                select(outbox.c.id, outbox.c.payload)
+                .where(outbox.c.published_at.is_(None))
+                .order_by(outbox.c.id)
                 .limit(BATCH)
             )
         ).all()
-        if not rows:
+        if rows:
+            await bus.publish(topics.topic_stage_changes, [_message(payload) for _, payload in rows])
+            await session.execute(
+                update(outbox)
+                .where(outbox.c.id.in_([row_id for row_id, _ in rows]))
+                .values(published_at=datetime.now(UTC))
+            )
+            await session.commit()
+        if len(rows) == BATCH:  # more to come: how many, since each turn reads one batch
+            backlog = await session.scalar(
+                select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+            )
+            instruments.OUTBOX_BACKLOG.set(backlog or 0)
+        else:  # all read: what the consumer committed since is the next turn's
             instruments.OUTBOX_BACKLOG.set(0)
-            return 0
-        await bus.publish(topics.topic_stage_changes, [_message(row) for row in rows])
-        await session.execute(
-            update(OutboxRow)
-            .where(col(OutboxRow.id).in_([row.id for row in rows]))
-            .values(published_at=datetime.now(UTC))
-        )
-        await session.commit()
-        backlog = await session.scalar(
-            select(func.count()).select_from(OutboxRow).where(col(OutboxRow.published_at).is_(None))
-        )
-        instruments.OUTBOX_BACKLOG.set(backlog or 0)
         return len(rows)
 
 
@@ -64,5 +65,5 @@ async def run_relay(
             await asyncio.wait_for(wake.wait(), timeout=1.0)
 
 
-def _message(row: OutboxRow) -> OutgoingMessage:
-    return envelope.encode(LeadStageChanged.model_validate_json(row.payload), source=CE_SOURCE)
+def _message(payload: str) -> OutgoingMessage:
+    return envelope.encode(LeadStageChanged.model_validate_json(payload), source=CE_SOURCE)

@@ -71,6 +71,22 @@ async def test_changes_to_one_lead_from_both_systems_at_once_all_count_and_conve
     assert lead.version == 1 + len(marketing) + len(sales)  # each one a version of its own
 
 
+def due_write(lead_id: uuid.UUID, *, now: datetime, **fields: Any) -> WriteRow:
+    """A HubSpot write of salesqualifiedlead, due now."""
+    return WriteRow(
+        lead_id=lead_id,
+        system="hubspot",
+        stage="sql",
+        value="salesqualifiedlead",
+        status="pending",
+        next_attempt_at=now,
+        cause_event_id=uuid.uuid4(),
+        occurred_at=now,
+        created_at=now,
+        **fields,
+    )
+
+
 async def test_two_replicas_never_make_the_same_write_twice(postgres_url: str) -> None:
     engine = create_engine(DatabaseSettings(database_url=postgres_url))
     await migrate(engine, service="sync")
@@ -78,21 +94,7 @@ async def test_two_replicas_never_make_the_same_write_twice(postgres_url: str) -
     now = datetime.now(UTC)
     async with sessions() as session, session.begin():
         for n in range(30):
-            session.add(
-                WriteRow(
-                    lead_id=uuid.uuid4(),
-                    system="hubspot",
-                    stage="sal",
-                    value="salesqualifiedlead",
-                    status="pending",
-                    next_attempt_at=now,
-                    cause_event_id=uuid.uuid4(),
-                    occurred_at=now,
-                    created_at=now,
-                    record_id=f"contact-{n}",
-                    delete=True,
-                )
-            )
+            session.add(due_write(uuid.uuid4(), now=now, record_id=f"contact-{n}", delete=True))
     calls: list[str] = []
 
     class Recording:
@@ -131,19 +133,7 @@ async def test_writes_are_marked_done_while_the_consumer_holds_one_of_their_link
             session.add(
                 LeadLinkRow(system="hubspot", record_id=f"c{n}", object_type="contact", lead_id=lead_id)
             )
-            session.add(
-                WriteRow(
-                    lead_id=lead_id,
-                    system="hubspot",
-                    stage="sql",
-                    value="salesqualifiedlead",
-                    status="pending",
-                    next_attempt_at=now,
-                    cause_event_id=uuid.uuid4(),
-                    occurred_at=now,
-                    created_at=now,
-                )
-            )
+            session.add(due_write(lead_id, now=now))
 
     class Recording:
         system, object_type = SourceSystem.HUBSPOT, ObjectType.CONTACT

@@ -35,7 +35,7 @@ from onefunnel.shared.settings import (
 from onefunnel.shared.stage_mapping import FunnelDefinitionError
 from onefunnel.sync.clients import open_clients
 from onefunnel.sync.settings import SyncSettings
-from onefunnel.sync.writer import replay_failed
+from onefunnel.sync.write_results import replay_failed
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 S = TypeVar("S", bound=BaseSettings)

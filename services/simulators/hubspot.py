@@ -49,6 +49,7 @@ class HubSpotFake:
         self.latency = latency
         self.search_lag = search_lag
         self.calls: list[ApiCall] = []
+        self.stage_writes: list[str] = []  # the contact of each lifecyclestage write, alone or in a batch
         self.gate = Gate(access_tokens=access_tokens, limit=rate_limit_max, window=rate_limit_window)
         self.contacts = Contacts(events=ContactEvents(portal_id=portal_id, app_id=app_id), send=self._send)
         # Writes through our private app arrive as INTEGRATION with the app id (seen in delivered payloads;

@@ -8,6 +8,9 @@ are built in `hubspot_bodies.py`.
 - Errors: a duplicate email is 409 CONFLICT "Contact already exists. Existing ID: <id>"; a missing contact
   404 "resource not found"; a value outside a property's options 400 VALIDATION_ERROR "Property values were
   not valid".
+- Batch update answers 200 when every contact was updated, else 207 Multi-Status with an `errors` entry
+  (category OBJECT_NOT_FOUND, the ids in `context.ids`) beside the `results`, as HubSpot's changelog
+  "Simplifying batch update response codes for CRM v3 APIs" describes.
 - Search sees a new contact only `search_lag` seconds after its creation, as HubSpot's index does.
 """
 
@@ -20,8 +23,13 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from onefunnel.simulators.hubspot_bodies import contact_body, lifecyclestage_definition, read_properties
-from onefunnel.simulators.hubspot_contacts import SYSTEM, Contact, Contacts
+from onefunnel.simulators.hubspot_bodies import (
+    contact_body,
+    lifecyclestage_definition,
+    read_batch_update,
+    read_properties,
+)
+from onefunnel.simulators.hubspot_contacts import SYSTEM, Contact, Contacts, now
 from onefunnel.simulators.hubspot_gate import Gate, error
 from onefunnel.simulators.hubspot_webhooks import ChangeSource
 
@@ -41,6 +49,7 @@ class Portal(Protocol):
     latency: float
     search_lag: float
     calls: list[ApiCall]
+    stage_writes: list[str]
     gate: Gate
     contacts: Contacts
     integration: ChangeSource
@@ -114,8 +123,41 @@ def build_app(fake: Portal) -> FastAPI:
             return error(404, "resource not found")
         if (other := store.by_email(properties.get("email", ""))) not in (None, contact):
             return _conflict(other)
+        _count_stage_write(fake, contact_id, properties)
         store.send(store.write(contact, properties, source=fake.integration))
         return JSONResponse(contact_body(contact))
+
+    @app.post(f"{contacts}/batch/update")
+    async def batch_update(request: Request) -> Response:
+        """Update each input's contact: 200 if all were found, else 207 naming the missing ids."""
+        inputs = await read_batch_update(request)
+        if isinstance(inputs, Response):
+            return inputs
+        started, results, missing = now(), [], []
+        for contact_id, properties in inputs:
+            if (contact := store.by_id.get(contact_id)) is None:
+                missing.append(contact_id)
+                continue
+            _count_stage_write(fake, contact_id, properties)
+            store.send(store.write(contact, properties, source=fake.integration))
+            results.append(contact_body(contact))
+        answer: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": started,
+            "completedAt": now(),
+        }
+        if missing:
+            answer["numErrors"] = 1
+            answer["errors"] = [
+                {
+                    "status": "error",
+                    "category": "OBJECT_NOT_FOUND",
+                    "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
+                    "context": {"ids": missing},
+                }
+            ]
+        return JSONResponse(answer, status_code=207 if missing else 200)
 
     @app.delete(contacts + "/{contact_id}")
     async def archive(contact_id: str) -> Response:
@@ -130,6 +172,11 @@ def build_app(fake: Portal) -> FastAPI:
         return JSONResponse(lifecyclestage_definition())
 
     return app
+
+
+def _count_stage_write(fake: Portal, contact_id: str, properties: dict[str, str]) -> None:
+    if "lifecyclestage" in properties:
+        fake.stage_writes.append(contact_id)
 
 
 def _matches(contact: Contact, group: list[tuple[str, str, str]]) -> bool:

@@ -1,7 +1,8 @@
 """The JSON the HubSpot fake's API reads and answers: validated properties, contacts, a property definition.
 
-Follows https://developers.hubspot.com/docs/api/crm/contacts (the contact object, and the 400
-VALIDATION_ERROR "Property values were not valid" for a value outside a property's options) and
+Follows https://developers.hubspot.com/docs/api/crm/contacts (the contact object, the 400
+VALIDATION_ERROR "Property values were not valid" for a value outside a property's options, and batch
+update's `inputs` of at most 100 records) and
 https://developers.hubspot.com/docs/api/crm/properties (the property definition, shape as in the official
 SDK's `hubspot/crm/properties/models/model_property.py`).
 """
@@ -15,6 +16,8 @@ from fastapi import Request, Response
 from onefunnel.simulators.hubspot_contacts import LIFECYCLE_STAGES, OPTIONS, SYSTEM, Contact
 from onefunnel.simulators.hubspot_gate import error
 
+BATCH_LIMIT = 100  # inputs per batch call, as HubSpot's CRM batch endpoints allow
+
 
 async def read_properties(request: Request) -> dict[str, str] | Response:
     """The `properties` of a create or update body, or HubSpot's 400 for what it would refuse."""
@@ -22,6 +25,30 @@ async def read_properties(request: Request) -> dict[str, str] | Response:
         raw = (await request.json()).get("properties")
     except (ValueError, AttributeError):
         raw = None
+    return _valid_properties(raw)
+
+
+async def read_batch_update(request: Request) -> list[tuple[str, dict[str, str]]] | Response:
+    """The (id, properties) of a batch update's `inputs` (at most 100, each id once), or HubSpot's 400."""
+    try:
+        inputs = (await request.json()).get("inputs")
+        raw = [(str(item["id"]), item.get("properties")) for item in inputs]
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return error(400, "Invalid input JSON: expected inputs, each with an id", "VALIDATION_ERROR")
+    if not 0 < len(raw) <= BATCH_LIMIT:
+        return error(400, f"Batch input must hold 1 to {BATCH_LIMIT} inputs", "VALIDATION_ERROR")
+    if len({contact_id for contact_id, _ in raw}) != len(raw):
+        return error(400, "Duplicate IDs found in batch input", "VALIDATION_ERROR")
+    parsed = []
+    for contact_id, properties in raw:
+        valid = _valid_properties(properties)
+        if isinstance(valid, Response):
+            return valid
+        parsed.append((contact_id, valid))
+    return parsed
+
+
+def _valid_properties(raw: object) -> dict[str, str] | Response:
     if not isinstance(raw, dict):
         return error(400, "Invalid input JSON: expected an object with properties", "VALIDATION_ERROR")
     properties = {str(name): "" if value is None else str(value) for name, value in raw.items()}

@@ -47,7 +47,7 @@ def moves_forward(current: str, value: str) -> bool:
     return LIFECYCLE_STAGES.index(value) >= LIFECYCLE_STAGES.index(current)
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -62,7 +62,7 @@ class Contacts:
 
     def create(self, properties: dict[str, str], *, source: ChangeSource) -> Contact:
         """Add a contact with `properties` and send its creation webhooks."""
-        contact = Contact(id=str(self._next_id), properties={"createdate": _now()})
+        contact = Contact(id=str(self._next_id), properties={"createdate": now()})
         contact.properties["hs_object_id"] = contact.id
         self._next_id += 1
         self.by_id[contact.id] = contact
@@ -84,7 +84,7 @@ class Contacts:
                 contact.properties.pop(name, None)
             if name in SUBSCRIBED_PROPERTIES:
                 events.append(self._events.property_change(contact.id, name=name, value=value, source=source))
-        contact.properties["lastmodifieddate"] = _now()
+        contact.properties["lastmodifieddate"] = now()
         return events
 
     def merge(self, primary: str, merged: str, *, source: ChangeSource) -> None:

@@ -22,7 +22,7 @@ EVENTS_PROCESSED = Counter(
 )
 API_CALLS = Counter(
     "onefunnel_platform_api_calls_total",
-    "Write-back calls to the platforms, by result (ok, or the error class).",
+    "Write-backs through the platforms' APIs by result (ok, or the error class); per record in a batch call.",
     ["system", "operation", "status"],
     registry=REGISTRY,
 )

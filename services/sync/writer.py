@@ -5,40 +5,34 @@ and a lead whose write is in flight anywhere waits, so two replicas never make t
 never reorder one lead's writes.
 
 Each write was committed with the change that caused it. The worker takes the oldest due write of
-each lead, calls the platform outside any transaction, then records the result: done (with the sync
-lag), failed (permanent: the platform's error is kept for GET /v1/sync/failures and `onefunnel
+each lead, calls the platform outside any transaction (forward moves of known records together,
+where the platform has a batch call), then records the result (write_results.py): done (with the
+sync lag), failed (permanent: the platform's error is kept for GET /v1/sync/failures and `onefunnel
 replay`), or pending again after a backoff (the platform was unreachable or rate-limited). Writes
 are never dropped, and an older write never lands after a newer one (the handler supersedes it).
 """
 
 import asyncio
 import contextlib
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import and_, delete, exists, func, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
-from onefunnel.shared import database
 from onefunnel.sync import instruments
 from onefunnel.sync.identity import as_utc
-from onefunnel.sync.platforms.base import PlatformClient, PlatformError
-from onefunnel.sync.tables import ExpectedEchoRow, LeadLinkRow, LeadRow, WriteRow
-
-log = logging.getLogger(__name__)
+from onefunnel.sync.platforms.base import PlatformClient, PlatformError, StageWrite
+from onefunnel.sync.tables import LeadLinkRow, LeadRow, WriteRow
+from onefunnel.sync.write_results import deletes, finish_done, record_refusal
 
 BATCH = 20
 GAUGE_EVERY_SECONDS = 5.0
-MAX_BACKOFF = timedelta(minutes=10)
 # A claimed write whose replica died is taken up again after this; a live replica finishes well within it.
 CLAIM_LEASE = timedelta(minutes=5)
-LOCK_WAIT_MS = 200  # how long marking writes done at once waits for a link the consumer's batch holds
-LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
 _TAKEABLE = ("pending", "claimed")  # with next_attempt_at due: a retry's time, or a claim's lease
 
 
@@ -51,9 +45,10 @@ class _Claimed:
     email: str | None
 
 
-def _deletes(row: WriteRow) -> bool:
-    """A propagated deletion of a record: no link to look up or to remember."""
-    return row.delete and bool(row.record_id)
+def _batched(claimed: _Claimed) -> bool:
+    """A forward move of a record we know: one of many in a batch call where the platform has one."""
+    row = claimed.row
+    return not row.delete and not row.backward and claimed.record_id is not None
 
 
 class WriteBack:
@@ -102,11 +97,14 @@ class WriteBack:
         for row in rows:
             first_per_lead.setdefault(row.lead_id, row)
         due = await self._claim(list(first_per_lead.values())[:BATCH], now=now)
-        written = await asyncio.gather(*(self._write(claimed) for claimed in due))
-        made = [
-            (claimed.row, record) for claimed, record in zip(due, written, strict=True) if record is not None
-        ]
-        await self._finish_done(made)
+        batched = [claimed for claimed in due if _batched(claimed)]
+        singles = [claimed for claimed in due if not _batched(claimed)]
+        batch, single = await asyncio.gather(
+            self._write_batch(batched), asyncio.gather(*(self._write(claimed) for claimed in singles))
+        )
+        written = zip([*batched, *singles], [*batch, *single], strict=True)
+        made = [(claimed.row, record) for claimed, record in written if record is not None]
+        await finish_done(self.sessions, made, object_type=self.client.object_type.value)
         return len(due)
 
     async def _count_pending(self, session: AsyncSession) -> None:
@@ -146,7 +144,7 @@ class WriteBack:
                 ).all()
             )
             ours = [row for row in rows if row.id in claimed]
-            leads = {row.lead_id for row in ours if not _deletes(row)}
+            leads = {row.lead_id for row in ours if not deletes(row)}
             records, emails = await self._targets(session, leads) if leads else ({}, {})
         return [_Claimed(row, records.get(row.lead_id), emails.get(row.lead_id)) for row in ours]
 
@@ -174,6 +172,19 @@ class WriteBack:
                 records.setdefault(lead_id, record_id)
         return records, emails
 
+    async def _write_batch(self, due: list[_Claimed]) -> list[str | None]:
+        """Forward moves of records we know, in as few calls as the platform allows."""
+        if not due:
+            return []
+        writes = [
+            StageWrite(record_id=str(claimed.record_id), stage_value=claimed.row.value) for claimed in due
+        ]
+        errors = await self.client.write_stages(writes)
+        return [
+            await self._outcome(claimed.row, "write_stage", claimed.record_id, error)
+            for claimed, error in zip(due, errors, strict=True)
+        ]
+
     async def _write(self, claimed: _Claimed) -> str | None:
         """Make the write; the record it was made to, or None if it failed (and was recorded so)."""
         row = claimed.row
@@ -181,8 +192,16 @@ class WriteBack:
         try:
             record_id = await self._call(claimed)
         except PlatformError as error:
+            return await self._outcome(row, operation, None, error)
+        return await self._outcome(row, operation, record_id, None)
+
+    async def _outcome(
+        self, row: WriteRow, operation: str, record_id: str | None, error: PlatformError | None
+    ) -> str | None:
+        """Count a write made (and its lag), or record why not; the record it was made to, or None."""
+        if error is not None:
             instruments.API_CALLS.labels(self.system, operation, error.code or f"http_{error.status}").inc()
-            await self._failed(row, error)
+            await record_refusal(self.sessions, row, error)
             return None
         instruments.API_CALLS.labels(self.system, operation, "ok").inc()
         instruments.SYNC_LAG.labels(self.system).observe(
@@ -192,7 +211,7 @@ class WriteBack:
 
     async def _call(self, claimed: _Claimed) -> str:
         row = claimed.row
-        if row.delete and row.record_id:  # as _deletes(row), spelled so that mypy sees a str
+        if row.delete and row.record_id:  # as deletes(row), spelled so that mypy sees a str
             await self.client.delete(row.record_id)
             return row.record_id
         if claimed.record_id is not None:
@@ -213,138 +232,3 @@ class WriteBack:
             await self.client.write_stage(record_id=record_id, stage_value=row.value, backward=False)
             return record_id
         return await self.client.create(email=claimed.email, stage_value=row.value)
-
-    async def _finish_done(self, made: list[tuple[WriteRow, str]]) -> None:
-        """Link each record to its lead with the value just written, and mark the writes done: at once if
-        no link is held by the consumer's batch, else one link per transaction."""
-        if not made:
-            return
-        links = {(self.system, record_id): row for row, record_id in made if not _deletes(row)}
-        try:
-            async with self.sessions() as session, session.begin():
-                if session.get_bind().dialect.name == "postgresql":
-                    # Give way to the consumer's batch, well before PostgreSQL's deadlock check (1 s) could
-                    # pick the batch as the victim: holding links while waiting for another could deadlock.
-                    await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'"))
-                await self._remember(session, links)
-                await self._mark_done(session, made)
-            return
-        except DBAPIError as error:
-            if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
-                raise
-        for key, row in sorted(links.items()):
-            async with self.sessions() as session, session.begin():
-                await self._remember(session, {key: row})
-        async with self.sessions() as session, session.begin():
-            await self._mark_done(session, made)
-
-    async def _remember(self, session: AsyncSession, links: dict[tuple[str, str], WriteRow]) -> None:
-        """Link the records with the values written; a record's own webhook may have linked it: then
-        update the value. In key order, so that two replicas lock them in the same order."""
-        if not links:
-            return
-        upsert = database.insert(session, LeadLinkRow).values(
-            [
-                {
-                    "system": system,
-                    "record_id": record_id,
-                    "object_type": self.client.object_type,
-                    "lead_id": row.lead_id,
-                    "stage_raw": row.value,
-                }
-                for (system, record_id), row in sorted(links.items())
-            ]
-        )
-        await session.execute(
-            upsert.on_conflict_do_update(
-                index_elements=[col(LeadLinkRow.system), col(LeadLinkRow.record_id)],
-                set_={"stage_raw": upsert.excluded.stage_raw},
-            )
-        )
-
-    async def _mark_done(self, session: AsyncSession, made: list[tuple[WriteRow, str]]) -> None:
-        await session.execute(
-            update(WriteRow)
-            .where(col(WriteRow.id).in_([row.id for row, _ in made]), col(WriteRow.status) == "claimed")
-            .values(status="done", attempts=col(WriteRow.attempts) + 1, finished_at=datetime.now(UTC))
-            .execution_options(synchronize_session=False)
-        )
-
-    async def _failed(self, row: WriteRow, error: PlatformError) -> None:
-        if not error.retriable:
-            log.warning(
-                "write %s to %s failed: %s",
-                row.id,
-                self.system,
-                error.code,
-                extra={"write_id": row.id, "lead_id": str(row.lead_id), "code": error.code},
-            )
-            instruments.WRITE_FAILURES.labels(self.system).inc()
-            await self._finish_failed(row, error)
-            return
-        instruments.API_RETRIES.labels(self.system).inc()
-        backoff = min(timedelta(seconds=2 ** min(row.attempts, 10)), MAX_BACKOFF)
-        async with self.sessions() as session, session.begin():
-            await session.execute(
-                update(WriteRow)
-                .where(col(WriteRow.id) == row.id, col(WriteRow.status) == "claimed")
-                .values(
-                    status="pending",
-                    attempts=row.attempts + 1,
-                    next_attempt_at=datetime.now(UTC) + backoff,
-                    error_code=error.code,
-                    last_error=str(error)[:1000],
-                )
-            )
-
-    async def _finish_failed(self, row: WriteRow, error: PlatformError) -> None:
-        async with self.sessions() as session, session.begin():
-            await session.execute(
-                update(WriteRow)
-                .where(col(WriteRow.id) == row.id, col(WriteRow.status) == "claimed")
-                .values(
-                    status="failed",
-                    attempts=row.attempts + 1,
-                    finished_at=datetime.now(UTC),
-                    error_code=error.code,
-                    last_error=str(error)[:1000],
-                )
-            )
-            # No webhook will come back for a write that did not happen.
-            await session.execute(
-                delete(ExpectedEchoRow).where(
-                    col(ExpectedEchoRow.lead_id) == row.lead_id,
-                    col(ExpectedEchoRow.system) == self.system,
-                    col(ExpectedEchoRow.value) == row.value,
-                )
-            )
-
-
-async def replay_failed(sessions: async_sessionmaker[AsyncSession], *, system: str | None = None) -> int:
-    """Re-drive failed writes that are still the newest for their lead and system; return how many."""
-    async with sessions() as session, session.begin():
-        query = select(WriteRow).where(col(WriteRow.status) == "failed")
-        if system:
-            query = query.where(col(WriteRow.system) == system)
-        failed = (await session.scalars(query)).all()
-        replayed = 0
-        for row in failed:
-            newer = await session.scalar(
-                select(col(WriteRow.id))
-                .where(
-                    col(WriteRow.lead_id) == row.lead_id,
-                    col(WriteRow.system) == row.system,
-                    col(WriteRow.id) > row.id,
-                )
-                .limit(1)
-            )
-            row.status = "superseded" if newer else "pending"
-            row.next_attempt_at = datetime.now(UTC)
-            if not newer:
-                session.add(
-                    ExpectedEchoRow(
-                        lead_id=row.lead_id, system=row.system, value=row.value, created_at=datetime.now(UTC)
-                    )
-                )
-                replayed += 1
-        return replayed

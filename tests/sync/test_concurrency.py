@@ -15,9 +15,10 @@ from onefunnel.shared.events import Changes, ObjectType, SourceEvent, SourceEven
 from onefunnel.shared.funnel import load_funnel
 from onefunnel.shared.settings import DatabaseSettings
 from onefunnel.shared.stages import Stage
-from onefunnel.sync import batch, batch_plan, consumer, instruments, writer
+from onefunnel.sync import batch, batch_plan, consumer, instruments, write_results
 from onefunnel.sync.consumer import apply
 from onefunnel.sync.handler import Rules
+from onefunnel.sync.platforms.base import PlatformError, StageWrite
 from onefunnel.sync.tables import AuditRow, LeadLinkRow, LeadRow, WriteRow
 from onefunnel.sync.writer import WriteBack
 
@@ -138,8 +139,9 @@ async def test_writes_are_marked_done_while_the_consumer_holds_one_of_their_link
     class Recording:
         system, object_type = SourceSystem.HUBSPOT, ObjectType.CONTACT
 
-        async def write_stage(self, *, record_id: str, stage_value: str, backward: bool) -> None:
+        async def write_stages(self, writes: list[StageWrite]) -> list[PlatformError | None]:
             await asyncio.sleep(0)
+            return [None] * len(writes)
 
     async with engine.connect() as consumer:  # holds the link of c3 past the writer's lock timeout
         await consumer.begin()
@@ -147,7 +149,7 @@ async def test_writes_are_marked_done_while_the_consumer_holds_one_of_their_link
             update(LeadLinkRow).where(col(LeadLinkRow.record_id) == "c3").values(stage_raw="lead")
         )
         writing = asyncio.create_task(WriteBack(client=Recording(), sessions=sessions).write_due())  # type: ignore[arg-type]
-        await asyncio.sleep(writer.LOCK_WAIT_MS / 1000 * 3)
+        await asyncio.sleep(write_results.LOCK_WAIT_MS / 1000 * 3)
         assert not writing.done()  # waiting for c3, having given way once
         await consumer.commit()
     assert await writing == 5

@@ -21,7 +21,8 @@ from onefunnel.shared.settings import BusKind, BusSettings, TopicSettings
 from onefunnel.shared.stage_mapping import load_stage_mapping
 from onefunnel.shared.stages import Stage
 from onefunnel.simulators.hubspot import LIFECYCLE_STAGES, HubSpotFake
-from onefunnel.sync.platforms.base import PlatformError, RateLimited
+from onefunnel.simulators.hubspot_api import ApiCall
+from onefunnel.sync.platforms.base import PlatformError, RateLimited, StageWrite
 from onefunnel.sync.platforms.hubspot import HubSpotClient
 from onefunnel.sync.platforms.throttle import Throttle
 from tests.ingest import deliveries
@@ -185,6 +186,81 @@ async def test_a_backward_move_clears_then_sets_in_two_writes_and_comes_back_as_
     ordered = sorted(world.receiver.events, key=lambda event: event.occurred_at)
     assert [(e.changes.stage_raw, e.changes.stage) for e in ordered] == [("", None), ("lead", Stage.LEAD)]
     assert world.fake.snapshot()[contact_id]["lifecyclestage"] == "lead"
+
+
+async def test_forward_writes_to_many_contacts_are_one_batch_call_and_one_webhook_each(world: World) -> None:
+    client = world.client()
+    contacts = [await client.create(email=f"grace{n}@example.com", stage_value="lead") for n in range(3)]
+    await world.settle()
+
+    outcomes = await client.write_stages([StageWrite(c, "salesqualifiedlead") for c in contacts])
+    await world.fake.webhooks_idle()
+
+    assert outcomes == [None, None, None]
+    assert world.fake.calls == [ApiCall("POST", "/crm/v3/objects/contacts/batch/update", 200)]
+    assert sorted(e.object_id for e in world.receiver.events) == sorted(contacts)
+    assert {(e.changes.stage, e.change_source) for e in world.receiver.events} == {(Stage.SQL, "INTEGRATION")}
+
+
+async def test_a_batch_with_a_missing_contact_and_an_earlier_stage_reports_each_and_applies_the_rest(
+    world: World,
+) -> None:
+    client = world.client()
+    moved = await client.create(email="ada@example.com", stage_value="lead")
+    kept = await client.create(email="hedy@example.com", stage_value="customer")
+    await world.settle()
+
+    outcomes = await client.write_stages(
+        [StageWrite(moved, "opportunity"), StageWrite("999999", "opportunity"), StageWrite(kept, "lead")]
+    )
+
+    assert statuses(world) == [("POST", 207)]
+    assert outcomes[0] is None
+    assert outcomes[1] is not None and (outcomes[1].code, outcomes[1].retriable) == (
+        "OBJECT_NOT_FOUND",
+        False,
+    )
+    assert outcomes[2] is not None and outcomes[2].code == "LIFECYCLESTAGE_NOT_MOVED"
+    assert world.fake.snapshot()[moved]["lifecyclestage"] == "opportunity"
+    assert world.fake.snapshot()[kept]["lifecyclestage"] == "customer"
+
+
+async def test_batches_hold_at_most_100_contacts_each_named_once(world: World) -> None:
+    client = world.client()
+    contacts = [await client.create(email=f"alan{n}@example.com", stage_value="lead") for n in range(101)]
+    await world.settle()
+    twice = StageWrite(contacts[0], "opportunity")  # a second write to the same contact: a later call
+
+    outcomes = await client.write_stages([*(StageWrite(c, "salesqualifiedlead") for c in contacts), twice])
+
+    assert outcomes == [None] * 102
+    assert statuses(world) == [("POST", 200), ("POST", 200)]
+    assert world.fake.snapshot()[contacts[0]]["lifecyclestage"] == "opportunity"
+
+
+async def test_the_fake_refuses_a_batch_hubspot_would_refuse(world: World) -> None:
+    url = "https://api.hubapi.com/crm/v3/objects/contacts/batch/update"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    inputs = [{"id": str(n), "properties": {"lifecyclestage": "lead"}} for n in range(101)]
+
+    too_many = await world.api.post(url, json={"inputs": inputs}, headers=headers)
+    twice = await world.api.post(url, json={"inputs": [inputs[0], inputs[0]]}, headers=headers)
+    invalid = await world.api.post(
+        url, json={"inputs": [{"id": "1", "properties": {"lifecyclestage": "nope"}}]}, headers=headers
+    )
+
+    assert [r.status_code for r in (too_many, twice, invalid)] == [400, 400, 400]
+    assert {r.json()["category"] for r in (too_many, twice, invalid)} == {"VALIDATION_ERROR"}
+
+
+async def test_a_rate_limited_batch_is_retried_until_it_lands(world: World) -> None:
+    client = world.client()
+    contact_id = await client.create(email="mary@example.com", stage_value="lead")
+    await world.settle()
+    world.fake.inject_rate_limit(count=2, retry_after=0.01)
+
+    assert await client.write_stages([StageWrite(contact_id, "customer")]) == [None]
+    assert statuses(world) == [("POST", 429)] * 2 + [("POST", 200)]
 
 
 async def test_a_rate_limit_storm_is_retried_until_the_write_lands(world: World) -> None:

@@ -9,7 +9,7 @@ leads (default 200; the soak run uses thousands).
 import itertools
 import os
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -77,10 +77,7 @@ async def test_thousands_of_random_walks_converge_with_no_loss_no_double_count_a
     chains: dict[object, list[tuple[Stage | None, Stage]]] = defaultdict(list)
     for t in sorted(transitions, key=lambda t: t.recorded_at):
         chains[t.lead_id].append((t.from_stage, t.to_stage))
-    patches: defaultdict[str, int] = defaultdict(int)
-    for call in w.hubspot.calls:
-        if call.method == "PATCH":
-            patches[call.path.rsplit("/", 1)[-1]] += 1
+    patches = Counter(w.hubspot.stage_writes)
     salesforce_writes = [
         c for c in w.salesforce.calls if c.method in ("POST", "PATCH") and "/sobjects/" in c.path
     ]

@@ -6,6 +6,7 @@ platform refused (validation, a missing record, a read-only record, bad credenti
 permanent: retrying the same call cannot help, an operator must look (GET /v1/sync/failures).
 """
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from onefunnel.shared.events import ObjectType, SourceSystem
@@ -29,6 +30,14 @@ class RateLimited(PlatformError):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class StageWrite:
+    """A forward move of one record's lifecycle value."""
+
+    record_id: str
+    stage_value: str
+
+
 class PlatformClient(Protocol):
     """What sync needs from a platform: find, create and move a person's lifecycle record."""
 
@@ -45,6 +54,11 @@ class PlatformClient(Protocol):
 
     async def write_stage(self, *, record_id: str, stage_value: str, backward: bool) -> None:
         """Set the record's lifecycle value; `backward` moves it to an earlier value (a recycle)."""
+        ...
+
+    async def write_stages(self, writes: list[StageWrite]) -> list[PlatformError | None]:
+        """Make forward writes to several records in as few calls as the platform allows; per write, in
+        order, None when it was made, else why not."""
         ...
 
     async def delete(self, record_id: str) -> None:

@@ -12,6 +12,10 @@ email), .../api/crm/properties (readiness), .../api/usage-details (limits, the 4
 - `create` answers HubSpot's 409 CONFLICT ("Contact already exists. Existing ID: <id>") with that id, so a
   create retried after a lost answer, or racing the search index, is idempotent. The existing contact keeps
   its own stage: sync reads it and decides what to write.
+- `write_stages`: forward writes go up to 100 per `POST .../contacts/batch/update` (one request against
+  the rate limits); HubSpot answers 200, or 207 with `errors` naming refused ids in `context.ids`
+  (changelog "Simplifying batch update response codes for CRM v3 APIs"). Each result's stage is checked
+  as below.
 - `write_stage`: `lifecyclestage` only moves forward, and HubSpot answers 200 to an earlier value while
   leaving the stage unchanged. A backward move is therefore "" in one request, then the value in a second
   (never one batch: a batch's order is not guaranteed). If the answer shows another stage than the one
@@ -32,13 +36,14 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from onefunnel.shared.events import ObjectType, SourceSystem
-from onefunnel.sync.platforms.base import PlatformError, RateLimited
+from onefunnel.sync.platforms.base import PlatformError, RateLimited, StageWrite
 from onefunnel.sync.platforms.retrying import with_retries
 from onefunnel.sync.platforms.throttle import Throttle
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 _CONTACTS = "/crm/v3/objects/contacts"
 _EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+BATCH_LIMIT = 100  # records per batch call (HubSpot's CRM batch endpoints)
 _DAILY_RETRY_AFTER = 3600.0  # the daily limit resets at midnight in the portal's time zone; try hourly
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -55,6 +60,16 @@ class _Contact(_Answer):
 class _SearchPage(_Answer):
     total: int
     results: list[_Contact]
+
+
+class _BatchError(_Answer):
+    category: str | None = None
+    context: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class _BatchAnswer(_Answer):
+    results: list[_Contact] = Field(default_factory=list)
+    errors: list[_BatchError] = Field(default_factory=list)
 
 
 class _Property(_Answer):
@@ -126,6 +141,24 @@ class HubSpotClient:
             await self._set_stage(record_id, "")
         await self._set_stage(record_id, stage_value)
 
+    async def write_stages(self, writes: list[StageWrite]) -> list[PlatformError | None]:
+        """Set `lifecyclestage` on up to 100 contacts per batch update call (each contact once per call)."""
+        outcomes: dict[int, PlatformError | None] = {}
+        for chunk in _chunks(writes):
+            try:
+                response = await self._call(
+                    "POST", f"{_CONTACTS}/batch/update", body=_inputs(chunk), accept={207}
+                )
+            except PlatformError as error:  # the whole call failed: every write of it did
+                outcomes |= {i: error for i, _ in chunk}
+                continue
+            answer = _parse(_BatchAnswer, response)
+            stages = {contact.id: contact.properties.get("lifecyclestage") for contact in answer.results}
+            refused = {record: e for e in answer.errors for record in e.context.get("ids", [])}
+            for i, write in chunk:
+                outcomes[i] = _batch_outcome(write, stages, refused, status=response.status_code)
+        return [outcomes[i] for i in range(len(writes))]
+
     async def delete(self, record_id: str) -> None:
         """Archive the contact (HubSpot's delete); 204 whether or not it still existed."""
         await self._call("DELETE", f"{_CONTACTS}/{quote(record_id, safe='')}", accept={404})
@@ -144,12 +177,7 @@ class HubSpotClient:
         response = await self._call("PATCH", f"{_CONTACTS}/{quote(record_id, safe='')}", body=body)
         stage = _parse(_Contact, response).properties.get("lifecyclestage", value)
         if (stage or "") != value:
-            raise PlatformError(
-                f"HubSpot kept contact {record_id} at {stage!r}: lifecyclestage only moves forward",
-                retriable=False,
-                status=response.status_code,
-                code="LIFECYCLESTAGE_NOT_MOVED",
-            )
+            raise _not_moved(record_id, stage, status=response.status_code)
 
     async def _call(
         self,
@@ -192,6 +220,51 @@ class HubSpotClient:
             initial_wait=self._initial_wait,
             max_wait=self._max_wait,
         )
+
+
+def _chunks(writes: list[StageWrite]) -> list[list[tuple[int, StageWrite]]]:
+    """The writes, numbered, in calls of at most BATCH_LIMIT; a contact named twice goes in a later call."""
+    chunks: list[list[tuple[int, StageWrite]]] = []
+    for i, write in enumerate(writes):
+        fits = (
+            c for c in chunks if len(c) < BATCH_LIMIT and all(w.record_id != write.record_id for _, w in c)
+        )
+        chunk = next(fits, None)
+        if chunk is None:
+            chunk = []
+            chunks.append(chunk)
+        chunk.append((i, write))
+    return chunks
+
+
+def _inputs(chunk: list[tuple[int, StageWrite]]) -> dict[str, Any]:
+    return {
+        "inputs": [{"id": w.record_id, "properties": {"lifecyclestage": w.stage_value}} for _, w in chunk]
+    }
+
+
+def _batch_outcome(
+    write: StageWrite, stages: dict[str, str | None], refused: dict[str, _BatchError], *, status: int
+) -> PlatformError | None:
+    if write.record_id in refused:
+        category = refused[write.record_id].category
+        message = f"HubSpot batch update refused contact {write.record_id}: {category}"
+        return PlatformError(message, retriable=False, status=status, code=category)
+    if write.record_id not in stages:
+        message = f"HubSpot batch update answered {status} without contact {write.record_id}"
+        return PlatformError(message, retriable=False, status=status, code="UNEXPECTED_RESPONSE")
+    if (stages[write.record_id] or "") != write.stage_value:
+        return _not_moved(write.record_id, stages[write.record_id], status=status)
+    return None
+
+
+def _not_moved(record_id: str, stage: str | None, *, status: int) -> PlatformError:
+    return PlatformError(
+        f"HubSpot kept contact {record_id} at {stage!r}: lifecyclestage only moves forward",
+        retriable=False,
+        status=status,
+        code="LIFECYCLESTAGE_NOT_MOVED",
+    )
 
 
 def _classify(response: httpx.Response, *, what: str) -> PlatformError:

@@ -38,7 +38,7 @@ from urllib.parse import quote
 import httpx
 
 from onefunnel.shared.events import ObjectType, SourceSystem
-from onefunnel.sync.platforms.base import PlatformError, RateLimited
+from onefunnel.sync.platforms.base import PlatformError, RateLimited, StageWrite
 from onefunnel.sync.platforms.retrying import with_retries
 from onefunnel.sync.platforms.throttle import Throttle
 
@@ -139,6 +139,18 @@ class SalesforceClient:
         # Backward moves need nothing special: Status is a plain picklist with no ordering rules.
         await self._call("PATCH", f"/sobjects/Lead/{quote(record_id, safe='')}", json={"Status": stage_value})
         logger.info("salesforce lead status written", extra={"record_id": record_id, "stage": stage_value})
+
+    async def write_stages(self, writes: list[StageWrite]) -> list[PlatformError | None]:
+        """One PATCH per lead, concurrently (the throttle bounds them)."""
+
+        async def write(one: StageWrite) -> PlatformError | None:
+            try:
+                await self.write_stage(record_id=one.record_id, stage_value=one.stage_value, backward=False)
+            except PlatformError as error:
+                return error
+            return None
+
+        return list(await asyncio.gather(*(write(one) for one in writes)))
 
     async def delete(self, record_id: str) -> None:
         """Delete the lead (it goes to the Recycle Bin); a lead already gone counts as deleted."""

@@ -6,6 +6,9 @@ It follows the documentation, not our client:
   https://developer.salesforce.com/docs/platform/api-rest/guide/using-resources-working-with-records.html,
   and "Status Codes and Error Responses",
   https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm).
+- `composite/sobjects` PATCH updates up to 200 records in order, each on its own unless `allOrNone` (which
+  the fake refuses), and answers 200 with a SaveResult `{id, success, errors}` per record, errors as
+  `{statusCode, message, fields}` ("Update Records Using sObject Collections", REST API Developer Guide).
 - `query?q=` answers `totalSize`, `done`, `records` with `attributes`; the statement is read by
   `salesforce_query.py`. Text comparison is case-insensitive, as in SOQL.
 - Limits: every REST response carries `Sforce-Limit-Info: api-usage=N/LIMIT` ("Limit Info Header",
@@ -33,6 +36,8 @@ from onefunnel.simulators.salesforce_gate import Gate
 from onefunnel.simulators.salesforce_org import Org
 from onefunnel.simulators.salesforce_outbound import Value
 from onefunnel.simulators.salesforce_query import soql_lead_query
+
+COLLECTION_LIMIT = 200  # records per sObject Collections request
 
 
 @dataclass(frozen=True)
@@ -92,9 +97,10 @@ def build_app(fake: Instance) -> FastAPI:
     @app.get(data + "/query")
     async def query(version: str, request: Request) -> dict[str, object]:
         _version(version)
-        fields, email, limit = soql_lead_query(request.query_params.get("q", ""))
+        fields, emails, limit = soql_lead_query(request.query_params.get("q", ""))
+        wanted = {email.lower() for email in emails}
         # Records are kept in creation order, which is ORDER BY CreatedDate ASC.
-        leads = [r for r in org.records["Lead"].values() if str(r["Email"] or "").lower() == email.lower()]
+        leads = [r for r in org.records["Lead"].values() if str(r["Email"] or "").lower() in wanted]
         records = [
             {"attributes": {"type": "Lead", "url": f"/services/data/{version}/sobjects/Lead/{lead['Id']}"}}
             | {name: _json_value(lead[name]) for name in fields}
@@ -123,6 +129,30 @@ def build_app(fake: Instance) -> FastAPI:
         org.get_record("Lead", record_id)  # 404 NOT_FOUND when it is not there
         del org.records["Lead"][record_id]  # to the Recycle Bin; no Outbound Message for a delete
         return Response(status_code=204)
+
+    @app.patch(data + "/composite/sobjects")
+    async def update_collection(version: str, request: Request) -> list[dict[str, object]]:
+        """Update up to 200 leads in order, each on its own (allOrNone false): a SaveResult each."""
+        _version(version)
+        body = await _fields(request)
+        records = body.get("records")
+        if body.get("allOrNone") or not isinstance(records, list) or not 0 < len(records) <= COLLECTION_LIMIT:
+            raise ApiError(400, "INVALID_FIELD", f"records must hold 1 to {COLLECTION_LIMIT} sObjects")
+        results: list[dict[str, object]] = []
+        for record in records:
+            fields = dict(record) if isinstance(record, dict) else {}
+            kind = (fields.pop("attributes", None) or {}).get("type")
+            record_id = fields.pop("id", None)
+            if kind != "Lead" or not isinstance(record_id, str):
+                raise ApiError(400, "INVALID_TYPE", "each record needs attributes.type Lead and an id")
+            try:
+                org.update_lead(record_id, fields, actor=org.integration_user_id)
+            except ApiError as error:
+                refusal = {"statusCode": error.code, "message": error.message, "fields": list(error.fields)}
+                results.append({"id": record_id, "success": False, "errors": [refusal]})
+                continue
+            results.append({"id": record_id, "success": True, "errors": []})
+        return results
 
     @app.patch(data + "/sobjects/Lead/{record_id}", status_code=204)
     async def update(version: str, record_id: str, request: Request) -> Response:

@@ -14,7 +14,7 @@ are never dropped, and an older write never lands after a newer one (the handler
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -43,12 +43,18 @@ class _Claimed:
     row: WriteRow
     record_id: str | None
     email: str | None
+    found: bool = False  # the record was found by the email just now: written forward, as a new link
 
 
 def _batched(claimed: _Claimed) -> bool:
     """A forward move of a record we know: one of many in a batch call where the platform has one."""
     row = claimed.row
-    return not row.delete and not row.backward and claimed.record_id is not None
+    return not row.delete and claimed.record_id is not None and (claimed.found or not row.backward)
+
+
+def _unlinked(claimed: _Claimed) -> bool:
+    """A write to a platform where the lead has no record linked yet, but an email to find one by."""
+    return not claimed.row.delete and claimed.record_id is None and claimed.email is not None
 
 
 class WriteBack:
@@ -96,7 +102,8 @@ class WriteBack:
         first_per_lead: dict[object, WriteRow] = {}
         for row in rows:
             first_per_lead.setdefault(row.lead_id, row)
-        due = await self._claim(list(first_per_lead.values())[:BATCH], now=now)
+        taken = await self._claim(list(first_per_lead.values())[:BATCH], now=now)
+        due = await self._look_up(taken)
         batched = [claimed for claimed in due if _batched(claimed)]
         singles = [claimed for claimed in due if not _batched(claimed)]
         batch, single = await asyncio.gather(
@@ -105,7 +112,7 @@ class WriteBack:
         written = zip([*batched, *singles], [*batch, *single], strict=True)
         made = [(claimed.row, record) for claimed, record in written if record is not None]
         await finish_done(self.sessions, made, object_type=self.client.object_type.value)
-        return len(due)
+        return len(taken)
 
     async def _count_pending(self, session: AsyncSession) -> None:
         """Refresh the pending gauge, every few seconds rather than at every turn of the loop."""
@@ -172,6 +179,27 @@ class WriteBack:
                 records.setdefault(lead_id, record_id)
         return records, emails
 
+    async def _look_up(self, due: list[_Claimed]) -> list[_Claimed]:
+        """Find by email, in one go, the records of the leads not linked here yet; a failed lookup fails
+        (for now) the writes that needed it."""
+        wanted = {id(claimed) for claimed in due if _unlinked(claimed)}
+        if not wanted:
+            return due
+        emails = [str(claimed.email) for claimed in due if id(claimed) in wanted]
+        try:
+            found = await self.client.find_by_emails(emails)
+        except PlatformError as error:
+            for claimed in due:
+                if id(claimed) in wanted:
+                    await self._outcome(claimed.row, "write_stage", None, error)
+            return [claimed for claimed in due if id(claimed) not in wanted]
+        return [
+            replace(claimed, record_id=found[str(claimed.email)], found=True)
+            if id(claimed) in wanted and str(claimed.email) in found
+            else claimed
+            for claimed in due
+        ]
+
     async def _write_batch(self, due: list[_Claimed]) -> list[str | None]:
         """Forward moves of records we know, in as few calls as the platform allows."""
         if not due:
@@ -214,7 +242,7 @@ class WriteBack:
         if row.delete and row.record_id:  # as deletes(row), spelled so that mypy sees a str
             await self.client.delete(row.record_id)
             return row.record_id
-        if claimed.record_id is not None:
+        if claimed.record_id is not None:  # a backward move the platform has no batch call for
             await self.client.write_stage(
                 record_id=claimed.record_id, stage_value=row.value, backward=row.backward
             )
@@ -227,8 +255,4 @@ class WriteBack:
                 retriable=True,
                 code="NO_EMAIL_YET",
             )
-        record_id = await self.client.find_by_email(claimed.email) or ""
-        if record_id:
-            await self.client.write_stage(record_id=record_id, stage_value=row.value, backward=False)
-            return record_id
-        return await self.client.create(email=claimed.email, stage_value=row.value)
+        return await self.client.create(email=claimed.email, stage_value=row.value)  # not found by it

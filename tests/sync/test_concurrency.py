@@ -2,12 +2,13 @@
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col
 
 from onefunnel.shared.database import create_engine, migrate
@@ -31,6 +32,15 @@ RULES = Rules(
 T0 = datetime(2026, 11, 20, 9, tzinfo=UTC)
 
 
+@pytest.fixture
+async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated sync database of the test's own on the session's PostgreSQL server."""
+    engine = create_engine(DatabaseSettings(database_url=postgres_url))
+    await migrate(engine, service="sync")
+    yield engine
+    await engine.dispose()
+
+
 def change(system: SourceSystem, stage: Stage, *, seconds: int) -> SourceEvent:
     hubspot = system is SourceSystem.HUBSPOT
     return SourceEvent(
@@ -47,10 +57,8 @@ def change(system: SourceSystem, stage: Stage, *, seconds: int) -> SourceEvent:
 
 
 async def test_changes_to_one_lead_from_both_systems_at_once_all_count_and_converge(
-    postgres_url: str,
+    engine: AsyncEngine,
 ) -> None:
-    engine = create_engine(DatabaseSettings(database_url=postgres_url))
-    await migrate(engine, service="sync")
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     first = change(SourceSystem.HUBSPOT, Stage.LEAD, seconds=0)
     await apply(sessions, first, rules=RULES)
@@ -65,7 +73,6 @@ async def test_changes_to_one_lead_from_both_systems_at_once_all_count_and_conve
     async with sessions() as session:
         lead = await session.scalar(select(LeadRow).where(LeadRow.email == "same.person@example.com"))  # type: ignore[arg-type]
         audits = await session.scalar(select(func.count()).select_from(AuditRow))
-    await engine.dispose()
     assert lead is not None and lead.stage == Stage.CUSTOMER
     assert {h.lead_id for h in handled} == {lead.id}
     assert audits == 1 + len(marketing) + len(sales)  # every event recorded exactly once
@@ -88,9 +95,7 @@ def due_write(lead_id: uuid.UUID, *, now: datetime, **fields: Any) -> WriteRow:
     )
 
 
-async def test_two_replicas_never_make_the_same_write_twice(postgres_url: str) -> None:
-    engine = create_engine(DatabaseSettings(database_url=postgres_url))
-    await migrate(engine, service="sync")
+async def test_two_replicas_never_make_the_same_write_twice(engine: AsyncEngine) -> None:
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     now = datetime.now(UTC)
     async with sessions() as session, session.begin():
@@ -110,17 +115,16 @@ async def test_two_replicas_never_make_the_same_write_twice(postgres_url: str) -
         await asyncio.gather(*(replica.write_due() for replica in replicas))
     async with sessions() as session:
         statuses = (await session.scalars(select(col(WriteRow.status)))).all()
-    await engine.dispose()
 
     assert statuses == ["done"] * 30
     assert len(calls) == len(set(calls)) == 30
 
 
-async def test_writes_are_marked_done_while_the_consumer_holds_one_of_their_links(postgres_url: str) -> None:
+async def test_writes_are_marked_done_while_the_consumer_holds_one_of_their_links(
+    engine: AsyncEngine,
+) -> None:
     """The writes' links are remembered at once; a link another transaction holds (the consumer's batch
     updating a record's stage) makes the writer give way and remember them one by one, never fail."""
-    engine = create_engine(DatabaseSettings(database_url=postgres_url))
-    await migrate(engine, service="sync")
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     now = datetime.now(UTC)
     leads = [uuid.uuid4() for _ in range(5)]
@@ -156,18 +160,15 @@ async def test_writes_are_marked_done_while_the_consumer_holds_one_of_their_link
     async with sessions() as session:
         statuses = (await session.scalars(select(col(WriteRow.status)))).all()
         values = (await session.scalars(select(col(LeadLinkRow.stage_raw)))).all()
-    await engine.dispose()
 
     assert statuses == ["done"] * 5
     assert values == ["salesqualifiedlead"] * 5
 
 
 async def test_a_batch_that_lost_a_race_for_a_link_is_planned_again_not_handled_one_by_one(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A write-back links a record between the batch's plan and its insert: the batch is tried again."""
-    engine = create_engine(DatabaseSettings(database_url=postgres_url))
-    await migrate(engine, service="sync")
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     salesforce_first = change(SourceSystem.SALESFORCE, Stage.SAL, seconds=0)  # the lead, with the email
     assert await consumer._apply_all(sessions, [salesforce_first], rules=RULES) is not None
@@ -195,7 +196,6 @@ async def test_a_batch_that_lost_a_race_for_a_link_is_planned_again_not_handled_
     handled = await consumer._apply_all(sessions, [hubspot], rules=RULES)
     async with sessions() as session:
         links = (await session.execute(select(col(LeadLinkRow.record_id), col(LeadLinkRow.lead_id)))).all()
-    await engine.dispose()
 
     assert races == ["501"]
     assert handled is not None and [h.lead_id for h in handled] == [lead_id]
@@ -204,3 +204,28 @@ async def test_a_batch_that_lost_a_race_for_a_link_is_planned_again_not_handled_
         instruments.REGISTRY.get_sample_value("onefunnel_sync_batch_fallbacks_total", {"reason": "conflict"})
         == fallbacks
     )
+
+
+async def test_a_failed_lookup_by_email_puts_the_writes_that_needed_it_back_in_the_queue(
+    engine: AsyncEngine,
+) -> None:
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    now = datetime.now(UTC)
+    lead_id = uuid.uuid4()
+    async with sessions() as session, session.begin():
+        session.add(LeadRow(id=lead_id, email="ada@example.com", created_at=now, updated_at=now))
+        await session.flush()
+        session.add(due_write(lead_id, now=now))  # no HubSpot record linked: found by the email first
+
+    class Unreachable:
+        system, object_type = SourceSystem.HUBSPOT, ObjectType.CONTACT
+
+        async def find_by_emails(self, emails: list[str]) -> dict[str, str]:
+            raise PlatformError("HubSpot POST search timed out", retriable=True)
+
+    assert await WriteBack(client=Unreachable(), sessions=sessions).write_due() == 1  # type: ignore[arg-type]
+    async with sessions() as session:
+        row = await session.scalar(select(WriteRow))
+
+    assert row is not None
+    assert (row.status, row.attempts, row.next_attempt_at > now) == ("pending", 1, True)

@@ -22,7 +22,7 @@ from onefunnel.shared.settings import BusKind, BusSettings, TopicSettings
 from onefunnel.shared.stage_mapping import load_stage_mapping
 from onefunnel.shared.stages import Stage
 from onefunnel.simulators.salesforce import FakeSalesforce
-from onefunnel.sync.platforms.base import PlatformError, RateLimited
+from onefunnel.sync.platforms.base import PlatformError, RateLimited, StageWrite
 from onefunnel.sync.platforms.salesforce import PLACEHOLDER, ApiUsage, SalesforceClient, soql_string
 from onefunnel.sync.platforms.throttle import Throttle
 from tests.ingest import deliveries
@@ -113,6 +113,22 @@ async def test_an_open_lead_is_preferred_over_a_converted_one_with_the_same_emai
     assert await client.find_by_email("bob@example.com") == open_lead
 
 
+async def test_many_emails_are_looked_up_in_one_query(fake: FakeSalesforce, http: httpx.AsyncClient) -> None:
+    client = salesforce(fake, http)
+    converted = fake.user_creates_lead("bob@example.com")
+    fake.user_converts(converted)
+    bob = fake.user_creates_lead("Bob@Example.com")
+    ada = fake.user_creates_lead("ada@example.com")
+    tricky = fake.user_creates_lead("o'brien@example.com")
+
+    found = await client.find_by_emails(
+        ["bob@example.com", "ADA@example.com", "o'brien@example.com", "x@y.z"]
+    )
+
+    assert found == {"bob@example.com": bob, "ada@example.com": ada, "o'brien@example.com": tricky}
+    assert calls(fake, "GET") == [200]
+
+
 async def test_a_status_moves_forward_and_back_with_one_patch_each(
     fake: FakeSalesforce, http: httpx.AsyncClient
 ) -> None:
@@ -148,6 +164,53 @@ async def test_a_status_salesforce_refuses_is_a_permanent_error_with_its_code(
     with pytest.raises(PlatformError) as on_create:
         await client.create(email="eve@example.com", stage_value=status)
     assert on_create.value.code == code
+
+
+async def test_many_leads_move_in_one_collection_call_each_saved_or_refused_alone(
+    fake: FakeSalesforce, http: httpx.AsyncClient
+) -> None:
+    client = salesforce(fake, http)
+    leads = [fake.user_creates_lead(f"grace{n}@example.com") for n in range(3)]
+    fake.user_converts(leads[1])  # read-only now
+    writes = [StageWrite(lead, "Working - Contacted") for lead in leads]
+
+    outcomes = await client.write_stages([*writes, StageWrite("00Q5g0000000000AAA", "Working - Contacted")])
+
+    assert calls(fake, "PATCH") == [200]
+    assert outcomes[0] is None and outcomes[2] is None
+    assert [(o.code, o.retriable) for o in outcomes[1::2] if o is not None] == [
+        ("CANNOT_UPDATE_CONVERTED_LEAD", False),
+        ("NOT_FOUND", False),
+    ]
+    snapshot = fake.snapshot()["Lead"]
+    assert [snapshot[lead]["Status"] for lead in leads] == [
+        "Working - Contacted",
+        "Closed - Converted",
+        "Working - Contacted",
+    ]
+    assert snapshot[leads[0]]["LastModifiedById"] == fake.integration_user_id
+
+
+async def test_a_collection_holds_at_most_200_leads(fake: FakeSalesforce, http: httpx.AsyncClient) -> None:
+    client = salesforce(fake, http)
+    leads = [fake.user_creates_lead(f"alan{n}@example.com") for n in range(201)]
+
+    outcomes = await client.write_stages([StageWrite(lead, "Working - Contacted") for lead in leads])
+
+    assert outcomes == [None] * 201
+    assert calls(fake, "PATCH") == [200, 200]
+    credentials = {"grant_type": "client_credentials", "client_id": fake.client_id}
+    token = (
+        await http.post(
+            f"{BASE}/services/oauth2/token", data=credentials | {"client_secret": fake.client_secret}
+        )
+    ).json()["access_token"]
+    too_many = await http.patch(
+        f"{BASE}/services/data/v62.0/composite/sobjects",
+        json={"records": [{"attributes": {"type": "Lead"}, "id": lead, "Status": "x"} for lead in leads]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert too_many.status_code == 400
 
 
 async def test_a_converted_lead_is_read_only(fake: FakeSalesforce, http: httpx.AsyncClient) -> None:

@@ -48,6 +48,10 @@ class PlatformClient(Protocol):
         """The id of the record with this email, or None."""
         ...
 
+    async def find_by_emails(self, emails: list[str]) -> dict[str, str]:
+        """The record id of each email (casefolded) that has one, in as few calls as the platform allows."""
+        ...
+
     async def create(self, *, email: str, stage_value: str) -> str:
         """Create a record at this platform stage value and return its id."""
         ...

@@ -124,6 +124,11 @@ class HubSpotClient:
         page = _parse(_SearchPage, response)
         return page.results[0].id if page.results else None
 
+    async def find_by_emails(self, emails: list[str]) -> dict[str, str]:
+        """One search per email (search's own limit of 5 per second applies)."""
+        found = await asyncio.gather(*(self.find_by_email(email) for email in emails))
+        return {email.casefold(): record for email, record in zip(emails, found, strict=True) if record}
+
     async def create(self, *, email: str, stage_value: str) -> str:
         """Create a contact at this stage, or return the id of the contact that already has the email."""
         body = {"properties": {"email": email, "lifecyclestage": stage_value}}

@@ -42,6 +42,8 @@ from onefunnel.sync.platforms.base import PlatformError, RateLimited, StageWrite
 from onefunnel.sync.platforms.retrying import with_retries
 from onefunnel.sync.platforms.throttle import Throttle
 
+COLLECTION_LIMIT = 200  # records per sObject Collections request
+_EMAILS_PER_QUERY = 50  # keeps a query well under SOQL's 100,000 characters and its 2,000 rows a page
 logger = logging.getLogger(__name__)
 
 LOGIN_URL = "https://login.salesforce.com"
@@ -108,19 +110,28 @@ class SalesforceClient:
         return self._api_usage
 
     async def find_by_email(self, email: str) -> str | None:
-        # Not injection: the value is escaped for its literal (SOQL has no bind variables over REST).
-        statement = (
-            f"SELECT Id, IsConverted FROM Lead WHERE Email = '{soql_string(email)}' "  # noqa: S608
-            "ORDER BY CreatedDate ASC LIMIT 10"
-        )
-        body = await self._call("GET", "/query", params={"q": statement})
-        records = body.get("records") if isinstance(body, dict) else None
-        if not isinstance(records, list) or not all(isinstance(r, dict) and r.get("Id") for r in records):
-            raise PlatformError("Salesforce query answer has no records list", retriable=False)
-        # Prefer the oldest open lead; a converted one still is this person (writes to it are refused).
-        open_leads = [r for r in records if r.get("IsConverted") is False]
-        chosen = (open_leads or records or [None])[0]
-        return None if chosen is None else str(chosen["Id"])
+        return (await self.find_by_emails([email])).get(email.casefold())
+
+    async def find_by_emails(self, emails: list[str]) -> dict[str, str]:
+        """One query per 50 emails; for each email, its oldest open lead, else its oldest converted one (still
+        this person; writes to it are refused)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(emails), _EMAILS_PER_QUERY):
+            literals = ", ".join(f"'{soql_string(e)}'" for e in emails[start : start + _EMAILS_PER_QUERY])
+            # Not injection: each value is escaped for its literal (SOQL has no bind variables over REST).
+            statement = (
+                f"SELECT Id, Email, IsConverted FROM Lead WHERE Email IN ({literals}) "  # noqa: S608
+                "ORDER BY CreatedDate ASC LIMIT 2000"
+            )
+            body = await self._call("GET", "/query", params={"q": statement})
+            records = body.get("records") if isinstance(body, dict) else None
+            if not isinstance(records, list) or not all(isinstance(r, dict) and r.get("Id") for r in records):
+                raise PlatformError("Salesforce query answer has no records list", retriable=False)
+            for record in sorted(
+                records, key=lambda r: r.get("IsConverted") is not False
+            ):  # stable: oldest first
+                found.setdefault(str(record.get("Email") or "").casefold(), str(record["Id"]))
+        return found
 
     async def create(self, *, email: str, stage_value: str) -> str:
         fields = {
@@ -141,16 +152,28 @@ class SalesforceClient:
         logger.info("salesforce lead status written", extra={"record_id": record_id, "stage": stage_value})
 
     async def write_stages(self, writes: list[StageWrite]) -> list[PlatformError | None]:
-        """One PATCH per lead, concurrently (the throttle bounds them)."""
-
-        async def write(one: StageWrite) -> PlatformError | None:
+        """Up to 200 leads' `Status` per sObject Collections PATCH, each saved alone (allOrNone false)."""
+        outcomes: list[PlatformError | None] = []
+        for start in range(0, len(writes), COLLECTION_LIMIT):
+            chunk = writes[start : start + COLLECTION_LIMIT]
+            records = [
+                {"attributes": {"type": "Lead"}, "id": w.record_id, "Status": w.stage_value} for w in chunk
+            ]
             try:
-                await self.write_stage(record_id=one.record_id, stage_value=one.stage_value, backward=False)
-            except PlatformError as error:
-                return error
-            return None
-
-        return list(await asyncio.gather(*(write(one) for one in writes)))
+                body = await self._call(
+                    "PATCH", "/composite/sobjects", json={"allOrNone": False, "records": records}
+                )
+            except PlatformError as failed:  # the whole call failed: every write of it did
+                outcomes += [failed] * len(chunk)
+                continue
+            if not isinstance(body, list) or len(body) != len(chunk):
+                unexpected = PlatformError(
+                    "Salesforce collection answer is not a SaveResult per record", retriable=False
+                )
+                outcomes += [unexpected] * len(chunk)
+                continue
+            outcomes += [_saved(w, result) for w, result in zip(chunk, body, strict=True)]
+        return outcomes
 
     async def delete(self, record_id: str) -> None:
         """Delete the lead (it goes to the Recycle Bin); a lead already gone counts as deleted."""
@@ -243,6 +266,21 @@ class SalesforceClient:
             raise PlatformError(what, retriable=True, status=status, code=code)
         logger.warning("salesforce refused a call", extra={"status": status, "code": code, "method": method})
         raise PlatformError(what, retriable=False, status=status, code=code)
+
+
+def _saved(write: StageWrite, result: Any) -> PlatformError | None:
+    """A SaveResult: None when saved, else Salesforce's first error for the record (permanent)."""
+    if isinstance(result, dict) and result.get("success") is True:
+        logger.info(
+            "salesforce lead status written", extra={"record_id": write.record_id, "stage": write.stage_value}
+        )
+        return None
+    errors = result.get("errors") if isinstance(result, dict) else None
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    code = str(first.get("statusCode") or "UNEXPECTED_RESPONSE")
+    return PlatformError(
+        f"Salesforce refused lead {write.record_id}: {code}", retriable=False, status=200, code=code
+    )
 
 
 def _body(response: httpx.Response) -> Any:

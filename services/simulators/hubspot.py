@@ -3,7 +3,7 @@
 Follows https://developers.hubspot.com/docs/api/crm/contacts; one portal, in parts that each cite the
 documentation they follow:
 - `hubspot_contacts.py`: the contacts and HubSpot's write rules (`lifecyclestage` only moves forward, merges).
-- `hubspot_api.py`: the HTTP routes (contacts, search, the `lifecyclestage` property definition).
+- `hubspot_api.py`: the HTTP routes (contacts, batch read and update, the `lifecyclestage` definition).
 - `hubspot_gate.py`: auth, rate limits and the error bodies.
 - `hubspot_webhooks.py`: the webhooks, signed with v3.
 
@@ -43,11 +43,9 @@ class HubSpotFake:
         seed: int | None = None,
         rate_limit_max: int = 190,
         rate_limit_window: float = 10.0,
-        search_lag: float = 0.0,
         latency: float = 0.0,
     ) -> None:
         self.latency = latency
-        self.search_lag = search_lag
         self.calls: list[ApiCall] = []
         self.stage_writes: list[str] = []  # the contact of each lifecyclestage write, alone or in a batch
         self.gate = Gate(access_tokens=access_tokens, limit=rate_limit_max, window=rate_limit_window)

@@ -1,21 +1,19 @@
 """The HubSpot fake's HTTP API: the CRM v3 contact routes, as an ASGI app.
 
-Follows https://developers.hubspot.com/docs/api/crm/contacts (create, read, update, archive),
-https://developers.hubspot.com/docs/api/crm/search (search body and `total`/`results`/`paging` answer) and
-https://developers.hubspot.com/docs/api/crm/properties (reading the `lifecyclestage` definition); the bodies
-are built in `hubspot_bodies.py`.
+Follows https://developers.hubspot.com/docs/api/crm/contacts (create, read, update, archive, batch read
+and update) and https://developers.hubspot.com/docs/api/crm/properties (reading the `lifecyclestage`
+definition); the bodies are built in `hubspot_bodies.py`.
 
 - Errors: a duplicate email is 409 CONFLICT "Contact already exists. Existing ID: <id>"; a missing contact
   404 "resource not found"; a value outside a property's options 400 VALIDATION_ERROR "Property values were
   not valid".
-- Batch update answers 200 when every contact was updated, else 207 Multi-Status with an `errors` entry
+- Batch read (by id, or by email as `idProperty`) and batch update answer 200 when every input was found,
+  else 207 Multi-Status with an `errors` entry
   (category OBJECT_NOT_FOUND, the ids in `context.ids`) beside the `results`, as HubSpot's changelog
   "Simplifying batch update response codes for CRM v3 APIs" describes.
-- Search sees a new contact only `search_lag` seconds after its creation, as HubSpot's index does.
 """
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,10 +24,11 @@ from fastapi.responses import JSONResponse
 from onefunnel.simulators.hubspot_bodies import (
     contact_body,
     lifecyclestage_definition,
+    read_batch_read,
     read_batch_update,
     read_properties,
 )
-from onefunnel.simulators.hubspot_contacts import SYSTEM, Contact, Contacts, now
+from onefunnel.simulators.hubspot_contacts import Contact, Contacts, now
 from onefunnel.simulators.hubspot_gate import Gate, error
 from onefunnel.simulators.hubspot_webhooks import ChangeSource
 
@@ -44,10 +43,9 @@ class ApiCall:
 
 
 class Portal(Protocol):
-    """What the routes need of the `HubSpotFake`; latency and search lag are read per call."""
+    """What the routes need of the `HubSpotFake`; latency is read per call."""
 
     latency: float
-    search_lag: float
     calls: list[ApiCall]
     stage_writes: list[str]
     gate: Gate
@@ -65,8 +63,7 @@ def build_app(fake: Portal) -> FastAPI:
         """Latency, auth, injected faults and the rolling rate limits, before any route runs."""
         if fake.latency:
             await asyncio.sleep(fake.latency)
-        search = request.url.path.endswith("/search")
-        refusal, headers = fake.gate.refusal(request, search=search)
+        refusal, headers = fake.gate.refusal(request)
         response = refusal or await call_next(request)
         response.headers.update(headers)
         fake.calls.append(ApiCall(request.method, request.url.path, response.status_code))
@@ -80,32 +77,6 @@ def build_app(fake: Portal) -> FastAPI:
         if (existing := store.by_email(properties.get("email", ""))) is not None:
             return _conflict(existing)
         return JSONResponse(contact_body(store.create(properties, source=fake.integration)), status_code=201)
-
-    @app.post(f"{contacts}/search")
-    async def search_contacts(request: Request) -> Response:
-        try:
-            body = await request.json()
-            limit, after = int(body.get("limit", 10)), int(body.get("after") or 0)
-            names = [str(name) for name in body.get("properties") or SYSTEM]
-            groups = [
-                [(str(f["propertyName"]), f["operator"], str(f.get("value", ""))) for f in group["filters"]]
-                for group in body.get("filterGroups", [])
-            ]
-        except (ValueError, TypeError, KeyError, AttributeError):
-            return error(400, "Invalid input JSON on line 1", "VALIDATION_ERROR")
-        if not 0 < limit <= 200 or any(op != "EQ" for group in groups for _, op, _ in group):
-            return error(
-                400, "Only EQ filters and a limit of 1 to 200 are supported here", "VALIDATION_ERROR"
-            )
-        indexed = [c for c in store.by_id.values() if time.monotonic() - c.created >= fake.search_lag]
-        hits = [c for c in indexed if not groups or any(_matches(c, group) for group in groups)]
-        answer: dict[str, Any] = {
-            "total": len(hits),
-            "results": [contact_body(c, names) for c in hits[after : after + limit]],
-        }
-        if after + limit < len(hits):
-            answer["paging"] = {"next": {"after": str(after + limit)}}
-        return JSONResponse(answer)
 
     @app.get(contacts + "/{contact_id}")
     async def read(request: Request, contact_id: str) -> Response:
@@ -127,6 +98,22 @@ def build_app(fake: Portal) -> FastAPI:
         store.send(store.write(contact, properties, source=fake.integration))
         return JSONResponse(contact_body(contact))
 
+    @app.post(f"{contacts}/batch/read")
+    async def batch_read(request: Request) -> Response:
+        """Read contacts by id or by email (a unique property): 200, or 207 naming those not found."""
+        asked = await read_batch_read(request)
+        if isinstance(asked, Response):
+            return asked
+        ids, id_property, names = asked
+        started, results, missing = now(), [], []
+        for key in ids:
+            contact = store.by_email(key) if id_property == "email" else store.by_id.get(key)
+            if contact is None:
+                missing.append(key)
+            else:
+                results.append(contact_body(contact, names or _DEFAULT_PROPERTIES))
+        return _batch_answer(started, results, missing)
+
     @app.post(f"{contacts}/batch/update")
     async def batch_update(request: Request) -> Response:
         """Update each input's contact: 200 if all were found, else 207 naming the missing ids."""
@@ -141,23 +128,7 @@ def build_app(fake: Portal) -> FastAPI:
             _count_stage_write(fake, contact_id, properties)
             store.send(store.write(contact, properties, source=fake.integration))
             results.append(contact_body(contact))
-        answer: dict[str, Any] = {
-            "status": "COMPLETE",
-            "results": results,
-            "startedAt": started,
-            "completedAt": now(),
-        }
-        if missing:
-            answer["numErrors"] = 1
-            answer["errors"] = [
-                {
-                    "status": "error",
-                    "category": "OBJECT_NOT_FOUND",
-                    "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
-                    "context": {"ids": missing},
-                }
-            ]
-        return JSONResponse(answer, status_code=207 if missing else 200)
+        return _batch_answer(started, results, missing)
 
     @app.delete(contacts + "/{contact_id}")
     async def archive(contact_id: str) -> Response:
@@ -174,13 +145,30 @@ def build_app(fake: Portal) -> FastAPI:
     return app
 
 
+def _batch_answer(started: str, results: list[dict[str, Any]], missing: list[str]) -> JSONResponse:
+    """A batch call's answer: 200 when every input was found, else 207 with an OBJECT_NOT_FOUND error."""
+    answer: dict[str, Any] = {
+        "status": "COMPLETE",
+        "results": results,
+        "startedAt": started,
+        "completedAt": now(),
+    }
+    if missing:
+        answer["numErrors"] = 1
+        answer["errors"] = [
+            {
+                "status": "error",
+                "category": "OBJECT_NOT_FOUND",
+                "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
+                "context": {"ids": missing},
+            }
+        ]
+    return JSONResponse(answer, status_code=207 if missing else 200)
+
+
 def _count_stage_write(fake: Portal, contact_id: str, properties: dict[str, str]) -> None:
     if "lifecyclestage" in properties:
         fake.stage_writes.append(contact_id)
-
-
-def _matches(contact: Contact, group: list[tuple[str, str, str]]) -> bool:
-    return all(contact.properties.get(name, "").casefold() == value.casefold() for name, _, value in group)
 
 
 def _conflict(existing: Contact) -> JSONResponse:

@@ -48,6 +48,23 @@ async def read_batch_update(request: Request) -> list[tuple[str, dict[str, str]]
     return parsed
 
 
+async def read_batch_read(request: Request) -> tuple[list[str], str, list[str]] | Response:
+    """The ids of a batch read's `inputs` (at most 100), its `idProperty` ("hs_object_id" when absent, or
+    "email") and the `properties` asked for, or HubSpot's 400."""
+    try:
+        body = await request.json()
+        ids = [str(item["id"]) for item in body["inputs"]]
+        id_property = str(body.get("idProperty") or "hs_object_id")
+        names = [str(name) for name in body.get("properties") or []]
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return error(400, "Invalid input JSON: expected inputs, each with an id", "VALIDATION_ERROR")
+    if not 0 < len(ids) <= BATCH_LIMIT:
+        return error(400, f"Batch input must hold 1 to {BATCH_LIMIT} inputs", "VALIDATION_ERROR")
+    if id_property not in ("hs_object_id", "email"):
+        return error(400, f"{id_property} is not a unique property of contacts", "VALIDATION_ERROR")
+    return ids, id_property, names
+
+
 def _valid_properties(raw: object) -> dict[str, str] | Response:
     if not isinstance(raw, dict):
         return error(400, "Invalid input JSON: expected an object with properties", "VALIDATION_ERROR")

@@ -5,9 +5,9 @@ X-HubSpot-RateLimit-*):
 - Auth: `Authorization: Bearer <private app token>`; otherwise 401 with HubSpot's "Authentication
   credentials not found" body, category INVALID_AUTHENTICATION.
 - Errors: `{"status": "error", "message", "correlationId", "category"}`.
-- Rate limits: `limit` calls per rolling `window` (TEN_SECONDLY_ROLLING), search 5 per second (and no
-  rate-limit headers on search answers). A 429 carries `Retry-After` (seconds; fractions allowed here so
-  tests run fast) and `{"status", "message", "errorType": "RATE_LIMIT", "correlationId", "policyName"}`.
+- Rate limits: `limit` calls per rolling `window` (TEN_SECONDLY_ROLLING). A 429 carries `Retry-After`
+  (seconds; fractions allowed here so tests run fast) and `{"status", "message", "errorType": "RATE_LIMIT",
+  "correlationId", "policyName"}`.
 """
 
 import time
@@ -42,9 +42,8 @@ class Gate:
         self._tokens = frozenset(access_tokens)
         self._limit, self._window = limit, window
         self._recent: deque[float] = deque()
-        self._recent_searches: deque[float] = deque()
 
-    def refusal(self, request: Request, *, search: bool) -> tuple[Response | None, dict[str, str]]:
+    def refusal(self, request: Request) -> tuple[Response | None, dict[str, str]]:
         """HubSpot's refusal of this call if any, and the rate-limit headers of an accepted one."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or token not in self._tokens:
@@ -54,18 +53,12 @@ class Gate:
         if self.injected_errors:
             return error(self.injected_errors.pop(0), "internal error", "INTERNAL_ERROR"), {}
         now = time.monotonic()
-        recent, limit, window = (
-            (self._recent_searches, 5, 1.0) if search else (self._recent, self._limit, self._window)
-        )
+        recent, limit, window = self._recent, self._limit, self._window
         while recent and recent[0] <= now - window:
             recent.popleft()
         if len(recent) >= limit:
-            # Search is limited per second; the policy name of its 429 is not documented.
-            policy = "SECONDLY" if search else "TEN_SECONDLY_ROLLING"
-            return _rate_limited(recent[0] + window - now, policy), {}
+            return _rate_limited(recent[0] + window - now, "TEN_SECONDLY_ROLLING"), {}
         recent.append(now)
-        if search:
-            return None, {}  # search answers carry no rate-limit headers
         return None, {
             "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(window * 1000)),
             "X-HubSpot-RateLimit-Max": str(limit),

@@ -1,16 +1,17 @@
 """HubSpot contacts through the CRM v3 objects API: sync's `PlatformClient` for HubSpot.
 
-Docs: https://developers.hubspot.com/docs/api/crm/contacts (create, update), .../api/crm/search (find by
-email), .../api/crm/properties (readiness), .../api/usage-details (limits, the 429 body) and
+Docs: https://developers.hubspot.com/docs/api/crm/contacts (create, update, batch read and update),
+.../api/crm/properties (readiness), .../api/usage-details (limits, the 429 body) and
 .../faq/api-error-responses (`status`, `message`, `correlationId`, `category`).
 
 - Auth: a private app access token, `Authorization: Bearer <token>`. Private app tokens do not expire, so
   there is nothing to refresh; a 401 is permanent until an operator rotates the token. (An OAuth access
   token expires after `expires_in` and would need the refresh flow, which this client does not do.)
-- `find_by_email` searches with an email EQ filter. The search index trails writes by seconds, so a contact
-  created moments ago may not be found yet; `create` covers that case.
+- `find_by_emails` reads up to 100 contacts per `POST .../contacts/batch/read` with `idProperty=email`
+  (email is a unique property of contacts): one request against the rate limit, read from the records
+  themselves, so neither search's own limit (5 requests/s per token) nor its index lag applies.
 - `create` answers HubSpot's 409 CONFLICT ("Contact already exists. Existing ID: <id>") with that id, so a
-  create retried after a lost answer, or racing the search index, is idempotent. The existing contact keeps
+  create retried after a lost answer, or racing another writer, is idempotent. The existing contact keeps
   its own stage: sync reads it and decides what to write.
 - `write_stages`: forward writes go up to 100 per `POST .../contacts/batch/update` (one request against
   the rate limits); HubSpot answers 200, or 207 with `errors` naming refused ids in `context.ids`
@@ -23,8 +24,7 @@ email), .../api/crm/properties (readiness), .../api/usage-details (limits, the 4
 - Errors: 429 is `RateLimited` with `Retry-After` (else one second, or an hour for the DAILY policy);
   5xx, timeouts and connection failures are retriable; any other 4xx is permanent, its code HubSpot's
   `category`. Messages carry status, category and correlationId, never HubSpot's text (it can echo emails).
-- Limits: `throttle` for the per-app rolling limit (e.g. 190 per 10 s for a Professional private app),
-  `search_throttle` for search's separate 5 requests per second per token.
+- Limits: `throttle` for the per-app rolling limit (e.g. 190 per 10 s for a Professional private app).
 """
 
 import asyncio
@@ -55,11 +55,6 @@ class _Answer(BaseModel):
 class _Contact(_Answer):
     id: str
     properties: dict[str, str | None] = Field(default_factory=dict)
-
-
-class _SearchPage(_Answer):
-    total: int
-    results: list[_Contact]
 
 
 class _BatchError(_Answer):
@@ -96,7 +91,6 @@ class HubSpotClient:
         http: httpx.AsyncClient,
         access_token: str,
         throttle: Throttle,
-        search_throttle: Throttle | None = None,
         base_url: str = DEFAULT_BASE_URL,
         attempts: int = 5,
         initial_wait: float = 0.5,
@@ -106,28 +100,28 @@ class HubSpotClient:
         self._http = http
         self._headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
         self._throttle = throttle
-        self._search_throttle = search_throttle or Throttle(per_second=5, burst=5, concurrency=5)
         self._base_url = base_url.rstrip("/")
         self._attempts, self._initial_wait, self._max_wait = attempts, initial_wait, max_wait
         self._timeout = timeout
 
     async def find_by_email(self, email: str) -> str | None:
         """The id of the contact with this email (HubSpot keeps emails unique), or None."""
-        search = {
-            "filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": email}]}],
-            "properties": ["email", "lifecyclestage"],
-            "limit": 1,
-        }
-        response = await self._call(
-            "POST", f"{_CONTACTS}/search", body=search, throttle=self._search_throttle
-        )
-        page = _parse(_SearchPage, response)
-        return page.results[0].id if page.results else None
+        return (await self.find_by_emails([email])).get(email.casefold())
 
     async def find_by_emails(self, emails: list[str]) -> dict[str, str]:
-        """One search per email (search's own limit of 5 per second applies)."""
-        found = await asyncio.gather(*(self.find_by_email(email) for email in emails))
-        return {email.casefold(): record for email, record in zip(emails, found, strict=True) if record}
+        """Up to 100 contacts per batch read by `idProperty=email`; unknown emails are left out."""
+        wanted = list(dict.fromkeys(email.casefold() for email in emails))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), BATCH_LIMIT):
+            body = {
+                "idProperty": "email",
+                "inputs": [{"id": email} for email in wanted[start : start + BATCH_LIMIT]],
+                "properties": ["email"],
+            }
+            response = await self._call("POST", f"{_CONTACTS}/batch/read", body=body, accept={207})
+            for contact in _parse(_BatchAnswer, response).results:
+                found[(contact.properties.get("email") or "").casefold()] = contact.id
+        return found
 
     async def create(self, *, email: str, stage_value: str) -> str:
         """Create a contact at this stage, or return the id of the contact that already has the email."""
@@ -190,7 +184,6 @@ class HubSpotClient:
         path: str,
         *,
         body: dict[str, Any] | None = None,
-        throttle: Throttle | None = None,
         accept: set[int] | None = None,
         attempts: int | None = None,
     ) -> httpx.Response:
@@ -198,7 +191,7 @@ class HubSpotClient:
         what = f"{method} {path}"  # ids only: an email never goes into a path
 
         async def once() -> httpx.Response:
-            async with (throttle or self._throttle).slot():
+            async with self._throttle.slot():
                 try:
                     # httpx times each read and write; the outer bound also covers a trickling answer.
                     async with asyncio.timeout(self._timeout):

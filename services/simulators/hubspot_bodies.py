@@ -37,7 +37,7 @@ async def read_batch_update(request: Request) -> list[tuple[str, dict[str, str]]
         return error(400, "Invalid input JSON: expected inputs, each with an id", "VALIDATION_ERROR")
     if not 0 < len(raw) <= BATCH_LIMIT:
         return error(400, f"Batch input must hold 1 to {BATCH_LIMIT} inputs", "VALIDATION_ERROR")
-    if len({contact_id for contact_id, _ in raw}) != len(raw):
+    if len({contact_id for contact_id, _ in raw}) != len(raw):  # the fake's choice: not in HubSpot's docs
         return error(400, "Duplicate IDs found in batch input", "VALIDATION_ERROR")
     parsed = []
     for contact_id, properties in raw:

@@ -136,6 +136,7 @@ def build_app(fake: Instance) -> FastAPI:
         _version(version)
         body = await _fields(request)
         records = body.get("records")
+        # Salesforce documents a 400 for a malformed request; the error codes below are the fake's choice.
         if body.get("allOrNone") or not isinstance(records, list) or not 0 < len(records) <= COLLECTION_LIMIT:
             raise ApiError(400, "INVALID_FIELD", f"records must hold 1 to {COLLECTION_LIMIT} sObjects")
         results: list[dict[str, object]] = []

@@ -27,15 +27,25 @@ from onefunnel.sync.handler import (
     Conflict,
     Handled,
     Rules,
-    audit_row,
+    audit_values,
     handle,
-    history_row,
+    history_values,
     into_inbox,
     stage_raw_changed,
 )
 from onefunnel.sync.reconcile import LeadState, LinkState, Outcome, StageEvent, decide
 from onefunnel.sync.stored import Stored, known_fields, load_stored
-from onefunnel.sync.tables import ExpectedEchoRow, LeadLinkRow, LeadRow, ParkedEventRow, WriteRow
+from onefunnel.sync.tables import (
+    AuditRow,
+    ColumnValues,
+    ExpectedEchoRow,
+    LeadLinkRow,
+    LeadRow,
+    OutboxRow,
+    ParkedEventRow,
+    StageEventRow,
+    WriteRow,
+)
 
 _ATTRIBUTES = ("stage", "email", "score", "owner_id", "campaign", "lead_source")
 LOOKAHEAD = 100  # events whose records are looked up at once
@@ -100,6 +110,9 @@ async def _apply_routine(session: AsyncSession, plan: Plan, *, rules: Rules, now
     if plan.new_leads:
         await session.execute(insert(LeadRow), [_columns(lead) for lead in plan.new_leads])
     handled = []
+    audits: list[ColumnValues] = []  # inserted at once, without ORM objects
+    histories: list[ColumnValues] = []
+    outbox: list[ColumnValues] = []
     consumed: list[int] = []
     raw_values: dict[tuple[str, str], str] = {}
     for event, kind, lead_id, email, links, park in zip(
@@ -132,18 +145,21 @@ async def _apply_routine(session: AsyncSession, plan: Plan, *, rules: Rules, now
                 for k in lead.links
             ]
         if decision.recorded is not None:
-            session.add(history_row(lead.row.id, decision.recorded))
+            histories.append(history_values(lead.row.id, decision.recorded))
             lead.history.append(decision.recorded)
         if decision.outcome is Outcome.APPLIED:
             lead.row.stage = decision.stage
-            effects.publish_moves(session, lead.row, event, decision, now=now)
+            outbox += effects.outbox_values(lead.row, event, decision, now=now)
             for write_row, echo_row in effects.enqueue_writes(session, lead.row.id, event, decision, now=now):
                 lead.writes[write_row.system] = write_row
                 lead.echoes.append(_Echo(SourceSystem(echo_row.system), echo_row.value, pending=echo_row))
-        session.add(audit_row(lead.row.id, event, decision, before=before, now=now))
+        audits.append(audit_values(lead.row.id, event, decision, before=before, now=now))
         lead.events += 1
         if kind == "routine":  # an unparked event was counted when it was parked
             handled.append(Handled(decision.outcome, lead_id=lead.row.id, decision=decision))
+    for table, rows in ((AuditRow, audits), (StageEventRow, histories), (OutboxRow, outbox)):
+        if rows:
+            await session.execute(insert(table.__table__), rows)  # type: ignore[union-attr]
     if plan.unparked_rows:
         await session.execute(delete(ParkedEventRow).where(col(ParkedEventRow.id).in_(plan.unparked_rows)))
     await _supersede_stored_writes(session, list(loaded.values()))
@@ -215,7 +231,7 @@ def _detached(row: Row[Any] | LeadRow) -> LeadRow:
     return row if isinstance(row, LeadRow) else LeadRow(**{c.name: row._mapping[c] for c in _LEAD_COLUMNS})
 
 
-def _columns(lead: LeadRow) -> dict[str, object]:
+def _columns(lead: LeadRow) -> ColumnValues:
     return {c.name: getattr(lead, c.name) for c in _LEAD_COLUMNS}
 
 
@@ -223,7 +239,7 @@ async def _save_versioned(session: AsyncSession, leads: list[_Lead], *, now: dat
     """One UPDATE for every lead the batch changed; a lead changed meanwhile fails the batch."""
     if not leads:
         return
-    params: dict[str, object] = {"updated_at": now}
+    params: ColumnValues = {"updated_at": now}
     for i, lead in enumerate(leads):
         params |= {f"id_{i}": lead.row.id, f"version_{i}": lead.row.version}
         params[f"new_version_{i}"] = lead.row.version + lead.events

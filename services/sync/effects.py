@@ -21,7 +21,7 @@ from onefunnel.shared.events import (
     SourceSystem,
 )
 from onefunnel.sync.reconcile import Decision
-from onefunnel.sync.tables import ExpectedEchoRow, LeadLinkRow, LeadRow, OutboxRow, WriteRow
+from onefunnel.sync.tables import ColumnValues, ExpectedEchoRow, LeadLinkRow, LeadRow, WriteRow
 
 _TRANSITION_NAMESPACE = uuid.UUID("0e5c2b1a-9f7d-4c3e-8a61-5d4b3c2a1f0e")
 
@@ -42,9 +42,11 @@ async def consume_echo(session: AsyncSession, lead_id: uuid.UUID, echo: tuple[So
         await session.execute(delete(ExpectedEchoRow).where(col(ExpectedEchoRow.id) == oldest))
 
 
-def publish_moves(
-    session: AsyncSession, lead: LeadRow, event: SourceEvent, decision: Decision, *, now: datetime
-) -> None:
+def outbox_values(
+    lead: LeadRow, event: SourceEvent, decision: Decision, *, now: datetime
+) -> list[ColumnValues]:
+    """The outbox rows, as column values, of the LeadStageChanged events the decision's moves are."""
+    rows: list[ColumnValues] = []
     for move in decision.moves:
         transition = LeadStageChanged(
             # Derived, not random: handling the same event again yields the same transition id.
@@ -69,14 +71,15 @@ def publish_moves(
             ),
             owner_id=lead.owner_id,
         )
-        session.add(
-            OutboxRow(
-                event_id=transition.id,
-                message_key=transition.key,
-                payload=transition.model_dump_json(),
-                created_at=now,
-            )
+        rows.append(
+            {
+                "event_id": transition.id,
+                "message_key": transition.key,
+                "payload": transition.model_dump_json(),
+                "created_at": now,
+            }
         )
+    return rows
 
 
 def enqueue_writes(

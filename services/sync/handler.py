@@ -30,9 +30,11 @@ from onefunnel.sync.reconcile import Decision, LeadState, Outcome, StageEvent, d
 from onefunnel.sync.stored import Stored, known_fields, load_stored
 from onefunnel.sync.tables import (
     AuditRow,
+    ColumnValues,
     InboxRow,
     LeadLinkRow,
     LeadRow,
+    OutboxRow,
     ParkedEventRow,
     StageEventRow,
 )
@@ -95,13 +97,15 @@ async def handle(session: AsyncSession, event: SourceEvent, *, rules: Rules, now
             .values(stage_raw=event.changes.stage_raw)
         )
     if decision.recorded is not None:
-        session.add(history_row(lead.id, decision.recorded))
+        session.add(StageEventRow(**history_values(lead.id, decision.recorded)))
     if decision.outcome is Outcome.APPLIED:
         lead.stage = decision.stage
-        effects.publish_moves(session, lead, event, decision, now=now)
+        session.add_all(
+            OutboxRow(**values) for values in effects.outbox_values(lead, event, decision, now=now)
+        )
         await effects.supersede_older_writes(session, lead.id, decision)
         effects.enqueue_writes(session, lead.id, event, decision, now=now)
-    session.add(audit_row(lead.id, event, decision, before=before, now=now))
+    session.add(AuditRow(**audit_values(lead.id, event, decision, before=before, now=now)))
     await _save_versioned(session, lead, expected_version=version, now=now)
     for record in linked:  # events that waited for this record can be placed now
         await _unpark(session, record, rules=rules, now=now)
@@ -133,21 +137,22 @@ async def into_inbox(
     return {(source, key) for source, key in inserted}
 
 
-def audit_row(
+def audit_values(
     lead_id: uuid.UUID, event: SourceEvent, decision: Decision, *, before: str | None, now: datetime
-) -> AuditRow:
-    return AuditRow(
-        lead_id=lead_id,
-        event_id=event.id,
-        source=event.source,
-        record_id=event.object_id,
-        outcome=decision.outcome,
-        from_stage=before,
-        to_stage=decision.stage if decision.outcome is Outcome.APPLIED else None,
-        reason=decision.reason,
-        occurred_at=event.occurred_at,
-        recorded_at=now,
-    )
+) -> ColumnValues:
+    """The audit row of a decision, as column values (a batch inserts many at once, without ORM objects)."""
+    return {
+        "lead_id": lead_id,
+        "event_id": event.id,
+        "source": event.source,
+        "record_id": event.object_id,
+        "outcome": decision.outcome,
+        "from_stage": before,
+        "to_stage": decision.stage if decision.outcome is Outcome.APPLIED else None,
+        "reason": decision.reason,
+        "occurred_at": event.occurred_at,
+        "recorded_at": now,
+    }
 
 
 def stage_raw_changed(state: LeadState, event: SourceEvent) -> bool:
@@ -206,16 +211,17 @@ async def _load_state(session: AsyncSession, lead: LeadRow, *, now: datetime) ->
     )
 
 
-def history_row(lead_id: uuid.UUID, entry: StageEvent) -> StageEventRow:
-    return StageEventRow(
-        lead_id=lead_id,
-        event_id=entry.event_id,
-        system=entry.system,
-        stage=entry.stage,
-        raw=entry.raw,
-        score=entry.score,
-        occurred_at=entry.occurred_at,
-    )
+def history_values(lead_id: uuid.UUID, entry: StageEvent) -> ColumnValues:
+    """A history entry as column values."""
+    return {
+        "lead_id": lead_id,
+        "event_id": entry.event_id,
+        "system": entry.system,
+        "stage": entry.stage,
+        "raw": entry.raw,
+        "score": entry.score,
+        "occurred_at": entry.occurred_at,
+    }
 
 
 async def _save_versioned(

@@ -1,11 +1,14 @@
 """The sync service's tables. They stay inside this service; the wire schema is never a table."""
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import DateTime, Index, Text, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
+
+ColumnValues = dict[str, Any]  # a row as its column values, for inserting many at once without ORM objects
 
 
 class SyncTable(SQLModel, registry=registry()):

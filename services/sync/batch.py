@@ -57,7 +57,7 @@ class _Echo:
     system: SourceSystem
     value: str
     row_id: int | None = None  # stored already; else `pending` is this batch's row, not yet inserted
-    pending: ExpectedEchoRow | None = None
+    pending: ColumnValues | None = None
 
 
 @dataclass
@@ -69,7 +69,7 @@ class _Lead:
     links: list[LinkState]
     echoes: list[_Echo]
     events: int = 0
-    writes: dict[str, WriteRow] = field(default_factory=dict)  # the batch's newest write per system
+    writes: dict[str, ColumnValues] = field(default_factory=dict)  # the batch's newest write per system
 
     def state(self) -> LeadState:
         return LeadState(
@@ -113,7 +113,9 @@ async def _apply_routine(session: AsyncSession, plan: Plan, *, rules: Rules, now
     audits: list[ColumnValues] = []  # inserted at once, without ORM objects
     histories: list[ColumnValues] = []
     outbox: list[ColumnValues] = []
-    consumed: list[int] = []
+    jobs: list[ColumnValues] = []
+    echoes: list[ColumnValues] = []
+    consumed: list[int] = []  # stored echoes the batch's events were; pending ones leave `echoes`
     raw_values: dict[tuple[str, str], str] = {}
     for event, kind, lead_id, email, links, park in zip(
         plan.events, plan.kinds, plan.leads, plan.emails, plan.links, plan.parks, strict=True
@@ -135,7 +137,7 @@ async def _apply_routine(session: AsyncSession, plan: Plan, *, rules: Rules, now
         before = lead.row.stage
         decision = decide(state, event, rules.funnel, writable=rules.writable)
         if decision.echo is not None:
-            _consume_echo(session, lead, decision.echo, consumed)
+            _consume_echo(lead, decision.echo, consumed, echoes)
         if event.changes.stage_raw is not None and stage_raw_changed(state, event):
             raw_values[(event.source.value, event.object_id)] = event.changes.stage_raw
             lead.links = [
@@ -150,19 +152,30 @@ async def _apply_routine(session: AsyncSession, plan: Plan, *, rules: Rules, now
         if decision.outcome is Outcome.APPLIED:
             lead.row.stage = decision.stage
             outbox += effects.outbox_values(lead.row, event, decision, now=now)
-            for write_row, echo_row in effects.enqueue_writes(session, lead.row.id, event, decision, now=now):
-                lead.writes[write_row.system] = write_row
-                lead.echoes.append(_Echo(SourceSystem(echo_row.system), echo_row.value, pending=echo_row))
+            for job, echo in effects.write_values(lead.row.id, event, decision, now=now):
+                if (older := lead.writes.get(job["system"])) is not None:
+                    older["status"] = "superseded"  # as the next event's `handle` would supersede it
+                lead.writes[job["system"]] = job
+                jobs.append(job)
+                echoes.append(echo)
+                lead.echoes.append(_Echo(SourceSystem(echo["system"]), echo["value"], pending=echo))
         audits.append(audit_values(lead.row.id, event, decision, before=before, now=now))
         lead.events += 1
         if kind == "routine":  # an unparked event was counted when it was parked
             handled.append(Handled(decision.outcome, lead_id=lead.row.id, decision=decision))
-    for table, rows in ((AuditRow, audits), (StageEventRow, histories), (OutboxRow, outbox)):
+    await _supersede_stored_writes(session, list(loaded.values()))  # before the batch's own go in
+    tables = (
+        (AuditRow, audits),
+        (StageEventRow, histories),
+        (OutboxRow, outbox),
+        (WriteRow, jobs),
+        (ExpectedEchoRow, echoes),
+    )
+    for table, rows in tables:
         if rows:
             await session.execute(insert(table.__table__), rows)  # type: ignore[union-attr]
     if plan.unparked_rows:
         await session.execute(delete(ParkedEventRow).where(col(ParkedEventRow.id).in_(plan.unparked_rows)))
-    await _supersede_stored_writes(session, list(loaded.values()))
     if consumed:
         await session.execute(delete(ExpectedEchoRow).where(col(ExpectedEchoRow.id).in_(consumed)))
     if raw_values:
@@ -194,7 +207,7 @@ async def _load(session: AsyncSession, leads: list[LeadRow], *, now: datetime) -
 
 
 def _consume_echo(
-    session: AsyncSession, lead: _Lead, echo: tuple[SourceSystem, str], consumed: list[int]
+    lead: _Lead, echo: tuple[SourceSystem, str], consumed: list[int], echoes: list[ColumnValues]
 ) -> None:
     """Forget the oldest expected echo the event was, as `effects.consume_echo` does."""
     for i, expected in enumerate(lead.echoes):
@@ -203,23 +216,20 @@ def _consume_echo(
             if expected.row_id is not None:
                 consumed.append(expected.row_id)
             elif expected.pending is not None:
-                session.expunge(expected.pending)
+                echoes[:] = [row for row in echoes if row is not expected.pending]
             return
 
 
 async def _supersede_stored_writes(session: AsyncSession, leads: Sequence[_Lead]) -> None:
-    """Only the newest stage per lead and system is written back: every older pending write is superseded."""
+    """Only the newest stage per lead and system is written back: the stored pending writes of every lead and
+    system the batch writes to are superseded (the batch's own older ones already are)."""
     pairs = [(lead.row.id, system) for lead in leads for system in lead.writes]
     if not pairs:
         return
-    batch_rows = [row for lead in leads for row in lead.writes.values()]
-    await session.flush()  # the batch's rows get their ids
     await session.execute(
         update(WriteRow)
         .where(
-            tuple_(col(WriteRow.lead_id), col(WriteRow.system)).in_(pairs),
-            col(WriteRow.status) == "pending",
-            col(WriteRow.id).not_in([row.id for row in batch_rows]),
+            tuple_(col(WriteRow.lead_id), col(WriteRow.system)).in_(pairs), col(WriteRow.status) == "pending"
         )
         .values(status="superseded")
         .execution_options(synchronize_session=False)

@@ -82,29 +82,29 @@ def outbox_values(
     return rows
 
 
-def enqueue_writes(
-    session: AsyncSession, lead_id: uuid.UUID, event: SourceEvent, decision: Decision, *, now: datetime
-) -> list[tuple[WriteRow, ExpectedEchoRow]]:
-    """A write-back job per write of the decision, each with the echo its webhook will be."""
-    enqueued = []
-    for write in decision.writes:
-        job = WriteRow(
-            lead_id=lead_id,
-            system=write.system,
-            stage=write.stage,
-            value=write.value,
-            backward=write.backward,
-            create=write.create,
-            status="pending",
-            next_attempt_at=now,
-            cause_event_id=event.id,
-            occurred_at=event.occurred_at,
-            created_at=now,
+def write_values(
+    lead_id: uuid.UUID, event: SourceEvent, decision: Decision, *, now: datetime
+) -> list[tuple[ColumnValues, ColumnValues]]:
+    """A write-back job per write of the decision, with the echo its webhook will be, as column values."""
+    return [
+        (
+            {
+                "lead_id": lead_id,
+                "system": write.system,
+                "stage": write.stage,
+                "value": write.value,
+                "backward": write.backward,
+                "create": write.create,
+                "status": "pending",
+                "next_attempt_at": now,
+                "cause_event_id": event.id,
+                "occurred_at": event.occurred_at,
+                "created_at": now,
+            },
+            {"lead_id": lead_id, "system": write.system, "value": write.value, "created_at": now},
         )
-        echo = ExpectedEchoRow(lead_id=lead_id, system=write.system, value=write.value, created_at=now)
-        session.add_all([job, echo])
-        enqueued.append((job, echo))
-    return enqueued
+        for write in decision.writes
+    ]
 
 
 async def supersede_older_writes(session: AsyncSession, lead_id: uuid.UUID, decision: Decision) -> None:

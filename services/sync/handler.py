@@ -31,12 +31,14 @@ from onefunnel.sync.stored import Stored, known_fields, load_stored
 from onefunnel.sync.tables import (
     AuditRow,
     ColumnValues,
+    ExpectedEchoRow,
     InboxRow,
     LeadLinkRow,
     LeadRow,
     OutboxRow,
     ParkedEventRow,
     StageEventRow,
+    WriteRow,
 )
 
 
@@ -104,7 +106,8 @@ async def handle(session: AsyncSession, event: SourceEvent, *, rules: Rules, now
             OutboxRow(**values) for values in effects.outbox_values(lead, event, decision, now=now)
         )
         await effects.supersede_older_writes(session, lead.id, decision)
-        effects.enqueue_writes(session, lead.id, event, decision, now=now)
+        for job, echo in effects.write_values(lead.id, event, decision, now=now):
+            session.add_all([WriteRow(**job), ExpectedEchoRow(**echo)])
     session.add(AuditRow(**audit_values(lead.id, event, decision, before=before, now=now)))
     await _save_versioned(session, lead, expected_version=version, now=now)
     for record in linked:  # events that waited for this record can be placed now

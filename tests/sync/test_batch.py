@@ -263,6 +263,41 @@ async def test_an_unparked_event_that_folds_another_lead_in_is_left_to_handle(
     )
 
 
+async def test_a_write_and_its_echo_within_one_batch_end_as_one_by_one(
+    two_databases: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    """Salesforce moves the lead to sal: a HubSpot write of salesqualifiedlead, whose webhook comes back in
+    the same batch and is an echo (and a second real change after it is not)."""
+
+    def event(n: int, system: SourceSystem, raw: str, field: str, email: str | None = None) -> SourceEvent:
+        hubspot = system is SourceSystem.HUBSPOT
+        return SourceEvent(
+            id=uuid.UUID(int=700 + n),
+            idempotency_key=f"echo-{n}",
+            source=system,
+            object_type=ObjectType.CONTACT if hubspot else ObjectType.LEAD,
+            object_id="c0" if hubspot else "00Q0",
+            event_type=SourceEventType.CHANGED,
+            changes=Changes(stage=MAPPING.to_canonical(system, field, raw), stage_raw=raw, email=email),
+            occurred_at=T0 + timedelta(seconds=n),
+            received_at=T0,
+        )
+
+    await _compare(
+        two_databases,
+        [
+            [
+                event(1, SourceSystem.HUBSPOT, "marketingqualifiedlead", "lifecyclestage", "p0@example.com"),
+                event(2, SourceSystem.SALESFORCE, "Working - Contacted", "lead_status", "p0@example.com"),
+                event(3, SourceSystem.HUBSPOT, "salesqualifiedlead", "lifecyclestage"),  # the echo
+                event(
+                    4, SourceSystem.HUBSPOT, "salesqualifiedlead", "lifecyclestage"
+                ),  # not one: already used
+            ]
+        ],
+    )
+
+
 async def _compare(databases: tuple[AsyncEngine, AsyncEngine], batches: list[list[SourceEvent]]) -> None:
     """Each batch through `handle_batch` on one database and one by one on the other: the same result."""
     batched, single = databases

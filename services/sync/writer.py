@@ -182,20 +182,18 @@ class WriteBack:
     async def _look_up(self, due: list[_Claimed]) -> list[_Claimed]:
         """Find by email, in one go, the records of the leads not linked here yet; a failed lookup fails
         (for now) the writes that needed it."""
-        wanted = {id(claimed) for claimed in due if _unlinked(claimed)}
-        if not wanted:
+        unlinked = [claimed for claimed in due if _unlinked(claimed)]
+        if not unlinked:
             return due
-        emails = [str(claimed.email) for claimed in due if id(claimed) in wanted]
         try:
-            found = await self.client.find_by_emails(emails)
+            found = await self.client.find_by_emails([str(claimed.email) for claimed in unlinked])
         except PlatformError as error:
-            for claimed in due:
-                if id(claimed) in wanted:
-                    await self._outcome(claimed.row, "write_stage", None, error)
-            return [claimed for claimed in due if id(claimed) not in wanted]
+            for claimed in unlinked:
+                await self._outcome(claimed.row, "write_stage", None, error)
+            return [claimed for claimed in due if not _unlinked(claimed)]
         return [
             replace(claimed, record_id=found[str(claimed.email)], found=True)
-            if id(claimed) in wanted and str(claimed.email) in found
+            if _unlinked(claimed) and str(claimed.email) in found
             else claimed
             for claimed in due
         ]

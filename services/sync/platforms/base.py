@@ -44,10 +44,6 @@ class PlatformClient(Protocol):
     system: SourceSystem
     object_type: ObjectType  # the record type sync writes: HubSpot contact, Salesforce lead
 
-    async def find_by_email(self, email: str) -> str | None:
-        """The id of the record with this email, or None."""
-        ...
-
     async def find_by_emails(self, emails: list[str]) -> dict[str, str]:
         """The record id of each email (casefolded) that has one, in as few calls as the platform allows."""
         ...

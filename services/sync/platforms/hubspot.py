@@ -104,10 +104,6 @@ class HubSpotClient:
         self._attempts, self._initial_wait, self._max_wait = attempts, initial_wait, max_wait
         self._timeout = timeout
 
-    async def find_by_email(self, email: str) -> str | None:
-        """The id of the contact with this email (HubSpot keeps emails unique), or None."""
-        return (await self.find_by_emails([email])).get(email.casefold())
-
     async def find_by_emails(self, emails: list[str]) -> dict[str, str]:
         """Up to 100 contacts per batch read by `idProperty=email`; unknown emails are left out."""
         wanted = list(dict.fromkeys(email.casefold() for email in emails))

@@ -109,9 +109,6 @@ class SalesforceClient:
         """The last `Sforce-Limit-Info` usage seen, or None before the first REST answer."""
         return self._api_usage
 
-    async def find_by_email(self, email: str) -> str | None:
-        return (await self.find_by_emails([email])).get(email.casefold())
-
     async def find_by_emails(self, emails: list[str]) -> dict[str, str]:
         """One query per 50 emails; for each email, its oldest open lead, else its oldest converted one (still
         this person; writes to it are refused)."""

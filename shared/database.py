@@ -6,14 +6,14 @@ database never step on each other and each can be deployed alone.
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import MetaData, event, make_url, text
+from sqlalchemy import ColumnElement, MetaData, and_, event, false, make_url, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -28,6 +28,22 @@ def insert(session: AsyncSession, table: Any) -> postgresql.Insert | sqlite.Inse
     return sqlite.insert(table)
 
 
+def pairs_in(first: Any, second: Any, pairs: Iterable[tuple[Any, Any]]) -> ColumnElement[bool]:
+    """`(first, second) IN pairs`, as `first = a AND second IN (...)` per value `a` of `first`.
+
+    PostgreSQL turns a row-value IN list whose rows share `first` into an index condition on `first`
+    alone and checks every row with that value against the whole list: linear in the table, which
+    made the inbox and link look-ups the database's largest cost. Per value of `first`, both columns
+    of a two-column index are index conditions.
+    """
+    grouped: dict[Any, list[Any]] = {}
+    for a, b in pairs:
+        grouped.setdefault(a, []).append(b)
+    if not grouped:
+        return false()
+    return or_(*(and_(first == a, second.in_(values)) for a, values in grouped.items()))
+
+
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     """Create the async engine for `ONEFUNNEL_DATABASE_URL`; nothing connects until first use."""
     url = settings.database_url
@@ -40,7 +56,13 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         return engine
     # No pool_pre_ping: with asyncpg it costs BEGIN, `;` and ROLLBACK at every checkout. A connection
     # the server dropped fails once, as a disconnect, and SQLAlchemy then renews the whole pool.
-    return create_async_engine(url, pool_size=10, max_overflow=10)
+    # Custom plans: asyncpg prepares every statement, and PostgreSQL keeps a prepared statement's
+    # generic plan, made for the table's size at the time, until the next ANALYZE. A table that grew
+    # from empty (a new install's first backfill) was then scanned whole, once per look-up of a batch.
+    server_settings = {"plan_cache_mode": "force_custom_plan"}
+    return create_async_engine(
+        url, pool_size=10, max_overflow=10, connect_args={"server_settings": server_settings}
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

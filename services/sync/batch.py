@@ -15,11 +15,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Case, Row, and_, bindparam, case, delete, insert, or_, tuple_, update
+from sqlalchemy import Case, Row, and_, bindparam, case, delete, insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col
 
+from onefunnel.shared import database
 from onefunnel.shared.events import ObjectType, SourceEvent, SourceSystem
 from onefunnel.sync import effects, identity
 from onefunnel.sync.batch_plan import Plan, plan_run
@@ -223,13 +224,14 @@ def _consume_echo(
 async def _supersede_stored_writes(session: AsyncSession, leads: Sequence[_Lead]) -> None:
     """Only the newest stage per lead and system is written back: the stored pending writes of every lead and
     system the batch writes to are superseded (the batch's own older ones already are)."""
-    pairs = [(lead.row.id, system) for lead in leads for system in lead.writes]
+    pairs = [(system, lead.row.id) for lead in leads for system in lead.writes]
     if not pairs:
         return
     await session.execute(
         update(WriteRow)
         .where(
-            tuple_(col(WriteRow.lead_id), col(WriteRow.system)).in_(pairs), col(WriteRow.status) == "pending"
+            database.pairs_in(col(WriteRow.system), col(WriteRow.lead_id), pairs),
+            col(WriteRow.status) == "pending",
         )
         .values(status="superseded")
         .execution_options(synchronize_session=False)

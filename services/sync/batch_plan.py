@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, tuple_
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from onefunnel.shared import database
 from onefunnel.shared.events import RecordLink, SourceEvent, SourceEventType
 from onefunnel.sync import identity
 from onefunnel.sync.handler import parked_row
@@ -233,7 +234,7 @@ async def _leads_of_records(session: AsyncSession, keys: list[tuple[str, str]]) 
     rows = await session.execute(
         select(link.c.system.label("link_system"), link.c.record_id.label("link_record_id"), lead)
         .join(lead, lead.c.id == link.c.lead_id)
-        .where(tuple_(link.c.system, link.c.record_id).in_(keys))
+        .where(database.pairs_in(link.c.system, link.c.record_id, keys))
     )
     return list(rows)
 
@@ -258,7 +259,7 @@ async def _parked(
     parked = ParkedEventRow.__table__  # type: ignore[attr-defined]
     rows = await session.execute(
         select(parked.c.id, parked.c.system, parked.c.record_id, parked.c.payload)
-        .where(tuple_(parked.c.system, parked.c.record_id).in_(keys))
+        .where(database.pairs_in(parked.c.system, parked.c.record_id, keys))
         .order_by(parked.c.id)
     )
     waiting: dict[tuple[str, str], list[_Waiting]] = {}
@@ -273,7 +274,7 @@ async def _processed(session: AsyncSession, events: list[SourceEvent]) -> set[tu
     keys = list({(e.source.value, e.idempotency_key) for e in events})
     rows = await session.execute(
         select(inbox.c.source, inbox.c.idempotency_key).where(
-            tuple_(inbox.c.source, inbox.c.idempotency_key).in_(keys)
+            database.pairs_in(inbox.c.source, inbox.c.idempotency_key, keys)
         )
     )
     return {(source, key) for source, key in rows}

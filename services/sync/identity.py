@@ -9,10 +9,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from onefunnel.shared import database
 from onefunnel.shared.events import Changes, ObjectType, RecordLink, SourceEvent
 from onefunnel.sync.tables import LeadLinkRow, LeadRow, StageEventRow, WriteRow
 
@@ -40,7 +41,7 @@ async def _links(session: AsyncSession, records: list[RecordLink]) -> Links:
     rows = await session.execute(
         select(LeadLinkRow, LeadRow)
         .outerjoin(LeadRow, col(LeadRow.id) == col(LeadLinkRow.lead_id))
-        .where(tuple_(col(LeadLinkRow.system), col(LeadLinkRow.record_id)).in_(keys))
+        .where(database.pairs_in(col(LeadLinkRow.system), col(LeadLinkRow.record_id), keys))
     )
     return {(link.system, link.record_id): (link, lead) for link, lead in rows}
 

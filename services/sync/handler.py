@@ -121,21 +121,16 @@ async def into_inbox(
     """Record the events as processed; the (source, idempotency key) of those that were not already."""
     if not events:
         return set()
+    inbox = InboxRow.__table__  # type: ignore[attr-defined]
+    # Rows as parameters, not one VALUES list: that statement would be compiled again for every batch.
     inserted = await session.execute(
-        database.insert(session, InboxRow)
-        .values(
-            [
-                {
-                    "source": e.source,
-                    "idempotency_key": e.idempotency_key,
-                    "event_id": e.id,
-                    "processed_at": now,
-                }
-                for e in events
-            ]
-        )
+        database.insert(session, inbox)
         .on_conflict_do_nothing()
-        .returning(col(InboxRow.source), col(InboxRow.idempotency_key))
+        .returning(inbox.c.source, inbox.c.idempotency_key),
+        [
+            {"source": e.source, "idempotency_key": e.idempotency_key, "event_id": e.id, "processed_at": now}
+            for e in events
+        ],
     )
     return {(source, key) for source, key in inserted}
 

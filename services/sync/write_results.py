@@ -65,7 +65,12 @@ async def _remember(
     update the value. In key order, so that two replicas lock them in the same order."""
     if not links:
         return
-    upsert = database.insert(session, LeadLinkRow).values(
+    link = LeadLinkRow.__table__  # type: ignore[attr-defined]
+    upsert = database.insert(session, link)
+    await session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=[link.c.system, link.c.record_id], set_={"stage_raw": upsert.excluded.stage_raw}
+        ),
         [
             {
                 "system": system,
@@ -75,13 +80,7 @@ async def _remember(
                 "stage_raw": row.value,
             }
             for (system, record_id), row in sorted(links.items())
-        ]
-    )
-    await session.execute(
-        upsert.on_conflict_do_update(
-            index_elements=[col(LeadLinkRow.system), col(LeadLinkRow.record_id)],
-            set_={"stage_raw": upsert.excluded.stage_raw},
-        )
+        ],
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Case, Row, and_, bindparam, case, delete, insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import instrumentation
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col
 
@@ -51,6 +52,7 @@ from onefunnel.sync.tables import (
 _ATTRIBUTES = ("stage", "email", "score", "owner_id", "campaign", "lead_source")
 LOOKAHEAD = 100  # events whose records are looked up at once
 _LEAD_COLUMNS = LeadRow.__table__.columns  # type: ignore[attr-defined]
+_LEAD_MANAGER = instrumentation.manager_of_class(LeadRow)
 
 
 @dataclass
@@ -239,8 +241,16 @@ async def _supersede_stored_writes(session: AsyncSession, leads: Sequence[_Lead]
 
 
 def _detached(row: Row[Any] | LeadRow) -> LeadRow:
-    """The lead as an object the batch changes and writes itself, once."""
-    return row if isinstance(row, LeadRow) else LeadRow(**{c.name: row._mapping[c] for c in _LEAD_COLUMNS})
+    """The lead as an object the batch changes and writes itself, once.
+
+    Built as the ORM builds a row it loads, without validating what the database holds: SQLModel's
+    validating constructor cost 60 µs a lead, a few percent of a batch's CPU.
+    """
+    if isinstance(row, LeadRow):
+        return row
+    lead: LeadRow = _LEAD_MANAGER.new_instance()
+    lead.__dict__.update({c.name: row._mapping[c] for c in _LEAD_COLUMNS})
+    return lead
 
 
 def _columns(lead: LeadRow) -> ColumnValues:

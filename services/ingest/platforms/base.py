@@ -104,9 +104,17 @@ def aware_instant(text: str, *, error: str) -> datetime:
         raise InvalidPayload(error) from None
 
 
-_EVENT_NAMESPACE = uuid.UUID("5b0e7c8e-3d1a-4f6e-9a51-0c2f6f1d9a7e")
+_EVENT_NAMESPACE = uuid.UUID("5b0e7c8e-3d1a-4f6e-9a51-0c2f6f1d9a7e").bytes
+# The bits of a 128-bit UUID that hold its version and its variant (RFC 4122, section 4.1).
+_VERSION_AND_VARIANT = (0xF000 << 64) | (0xC000 << 48)
+_VERSION_5 = (0x5000 << 64) | (0x8000 << 48)
 
 
 def event_id(source: SourceSystem, idempotency_key: str) -> uuid.UUID:
-    """Our event id: derived from the idempotency key, so a redelivered event keeps its id."""
-    return uuid.uuid5(_EVENT_NAMESPACE, f"{source}:{idempotency_key}")
+    """Our event id: derived from the idempotency key, so a redelivered event keeps its id.
+
+    `uuid.uuid5(namespace, f"{source}:{idempotency_key}")`, computed as uuid5 does but handed to `UUID` as
+    an int, which it takes in a third of the time (one id per event on ingest's hot path).
+    """
+    digest = hashlib.sha1(_EVENT_NAMESPACE + f"{source}:{idempotency_key}".encode()).digest()  # noqa: S324
+    return uuid.UUID(int=(int.from_bytes(digest[:16]) & ~_VERSION_AND_VARIANT) | _VERSION_5)

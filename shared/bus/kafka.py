@@ -15,23 +15,16 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     TopicAlreadyExistsError,
 )
-from aiokafka.partitioner import DefaultPartitioner
 
 from onefunnel.shared.bus.base import BusError, BusUnavailable, Message, MessageTooLarge, OutgoingMessage
 from onefunnel.shared.bus.kafka_batches import BatchPublisher
+from onefunnel.shared.bus.kafka_partitioner import partition_for
 
 log = logging.getLogger(__name__)
 
-_PARTITIONER = DefaultPartitioner()
 # What a record adds to its key and value at most: our headers (CloudEvents attributes, a few
 # hundred bytes) and the record's own framing.
 _RECORD_OVERHEAD = 4096
-
-
-def _partition_for(key: bytes, partitions: Sequence[int]) -> int:
-    """The partition aiokafka's default partitioner picks for `key` (murmur2 modulo the partition count)."""
-    chosen: int = _PARTITIONER(key, partitions, partitions)
-    return chosen
 
 
 class KafkaBus:
@@ -126,7 +119,7 @@ class KafkaBus:
                 placed = []
                 for m in messages:
                     if m.key not in by_key:
-                        by_key[m.key] = _partition_for(m.key, partitions)
+                        by_key[m.key] = partition_for(m.key, partitions)
                     placed.append((by_key[m.key], m))
                 await self._batches.publish(topic, placed)
         except TimeoutError as error:

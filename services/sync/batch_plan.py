@@ -17,7 +17,7 @@ from onefunnel.shared import database
 from onefunnel.shared.events import RecordLink, SourceEvent, SourceEventType
 from onefunnel.sync import identity
 from onefunnel.sync.handler import parked_row
-from onefunnel.sync.tables import InboxRow, LeadLinkRow, LeadRow, ParkedEventRow
+from onefunnel.sync.tables import ColumnValues, InboxRow, LeadLinkRow, LeadRow, ParkedEventRow, detached_lead
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Plan:
     leads: list[uuid.UUID | None] = field(default_factory=list)  # per routine or unparked event
     parks: list[ParkedEventRow | None] = field(default_factory=list)  # per event parked for the first time
     emails: list[str | None] = field(default_factory=list)  # per event: the email it gives its lead
-    links: list[list[LeadLinkRow]] = field(default_factory=list)  # per event: the records it links
+    links: list[list[ColumnValues]] = field(default_factory=list)  # per event: the links it adds, as rows
     rows: dict[uuid.UUID, Row[Any] | LeadRow] = field(default_factory=dict)  # stored, or new
     new_leads: list[LeadRow] = field(default_factory=list)
     unparked_rows: list[int] = field(default_factory=list)  # stored parked events taken out of the car park
@@ -45,7 +45,7 @@ class Plan:
         kind: str,
         lead_id: uuid.UUID | None,
         email: str | None,
-        links: list[LeadLinkRow],
+        links: list[ColumnValues],
         park: ParkedEventRow | None,
     ) -> None:
         self.events.append(event)
@@ -179,8 +179,13 @@ class _Planner:
             return True
         new_lead = None
         if lead_id is None:
-            new_lead = LeadRow(
-                id=uuid.uuid4(), origin_system=event.source, created_at=self.now, updated_at=self.now
+            new_lead = detached_lead(
+                {
+                    "id": uuid.uuid4(),
+                    "origin_system": event.source.value,
+                    "created_at": self.now,
+                    "updated_at": self.now,
+                }
             )
             lead_id = new_lead.id
         if any(self.owner[k] != lead_id for k in own if k in self.owner):
@@ -196,12 +201,13 @@ class _Planner:
         for k in unlinked:
             self.owner[k] = lead_id
             new_links.append(
-                LeadLinkRow(
-                    system=own[k].system,
-                    record_id=own[k].record_id,
-                    object_type=own[k].object_type,
-                    lead_id=lead_id,
-                )
+                {
+                    "system": own[k].system.value,
+                    "record_id": own[k].record_id,
+                    "object_type": own[k].object_type.value,
+                    "lead_id": lead_id,
+                    "stage_raw": None,
+                }
             )
         if gives_email is not None:
             self.email_of[lead_id] = gives_email

@@ -5,7 +5,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import DateTime, Index, Text, UniqueConstraint
-from sqlalchemy.orm import registry
+from sqlalchemy.orm import configure_mappers, instrumentation, registry
 from sqlmodel import Field, SQLModel
 
 ColumnValues = dict[str, Any]  # a row as its column values, for inserting many at once without ORM objects
@@ -37,6 +37,27 @@ class LeadRow(SyncTable, table=True):
     deleted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+LEAD_COLUMNS = LeadRow.__table__.columns  # type: ignore[attr-defined]
+_LEAD_MANAGER = instrumentation.manager_of_class(LeadRow)
+_LEAD_DEFAULTS = {name: f.default for name, f in LeadRow.model_fields.items() if not f.is_required()}
+_LEAD_REQUIRED = {name for name, f in LeadRow.model_fields.items() if f.is_required()}
+
+
+def detached_lead(values: ColumnValues) -> LeadRow:
+    """A lead the sync batch reads or creates, changes and writes itself, outside any session.
+
+    Built as the ORM builds a row it loads, its columns set without validation: SQLModel's validating
+    constructor cost 60 µs a stored lead and 130 µs a new one (timeit), a few percent of a batch's CPU.
+    Columns not given take their defaults.
+    """
+    if not values.keys() >= _LEAD_REQUIRED:
+        raise TypeError(f"a lead needs {', '.join(sorted(_LEAD_REQUIRED - values.keys()))}")
+    lead: LeadRow = _LEAD_MANAGER.new_instance()
+    lead.__dict__.update(_LEAD_DEFAULTS)
+    lead.__dict__.update(values)
+    return lead
 
 
 class LeadLinkRow(SyncTable, table=True):
@@ -170,3 +191,7 @@ class ParkedEventRow(SyncTable, table=True):
     event_id: UUID
     payload: str = Field(sa_type=Text)
     parked_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+# Ready before any query runs: `detached_lead` builds rows without the constructor that would configure them.
+configure_mappers()

@@ -9,11 +9,11 @@ from onefunnel.sync.tables import LEAD_COLUMNS, LeadRow, detached_lead
 
 
 def test_a_detached_lead_has_the_given_columns_and_the_models_defaults() -> None:
-    values = {"id": uuid.uuid4(), "created_at": datetime.now(UTC), "updated_at": datetime.now(UTC)}
+    lead_id, now = uuid.uuid4(), datetime.now(UTC)
 
-    lead = detached_lead({**values, "origin_system": "hubspot"})
+    lead = detached_lead({"id": lead_id, "created_at": now, "updated_at": now, "origin_system": "hubspot"})
 
-    expected = LeadRow(**values, origin_system="hubspot")
+    expected = LeadRow(id=lead_id, created_at=now, updated_at=now, origin_system="hubspot")
     assert {c.name: getattr(lead, c.name) for c in LEAD_COLUMNS} == {
         c.name: getattr(expected, c.name) for c in LEAD_COLUMNS
     }

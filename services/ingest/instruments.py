@@ -9,6 +9,7 @@ from onefunnel.shared import pipeline_instruments
 from onefunnel.shared.events import SourceEventType, SourceSystem
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+pipeline_instruments.process(REGISTRY)
 
 OUTCOMES = ("accepted", "duplicate", "ignored", "unauthorized", "invalid", "unavailable", "disabled")
 

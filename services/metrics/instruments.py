@@ -12,6 +12,7 @@ from onefunnel.shared.events import SourceSystem
 from onefunnel.shared.stages import Stage
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+pipeline_instruments.process(REGISTRY)
 
 NO_STAGE = "none"  # from_stage of a lead entering the funnel
 OTHER_CAMPAIGN = "other"

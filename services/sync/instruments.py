@@ -9,6 +9,7 @@ from onefunnel.shared import pipeline_instruments
 from onefunnel.sync.reconcile import Outcome
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+pipeline_instruments.process(REGISTRY)
 
 OUTCOMES = [*(o.value for o in Outcome), "duplicate", "dead_letter", "parked"]
 SYSTEMS = ("hubspot", "salesforce")

@@ -166,7 +166,7 @@ SERVICES = {"ingest": ingest_instruments, "sync": sync_instruments, "metrics": m
 
 
 def instruments() -> dict[str, Instrument]:
-    """Every sample name the three services' instruments modules define (values: pre-initialized)."""
+    """Every sample name the three services' registries expose (values: pre-initialized)."""
     found: dict[str, Instrument] = {}
     for service, module in SERVICES.items():
         for collector in vars(module).values():
@@ -180,9 +180,12 @@ def instruments() -> dict[str, Instrument]:
                     instrument.labels.update(collector._labelnames, ["le"] if suffix == "_bucket" else [])
         for family in module.REGISTRY.collect():
             for sample in family.samples:
-                if sample.name in found:
-                    for label, value in sample.labels.items():
-                        found[sample.name].values.setdefault(label, set()).add(value)
+                # the collectors that are no module attribute (pipeline_instruments.process) show here only
+                instrument = found.setdefault(sample.name, Instrument())
+                instrument.services.add(service)
+                instrument.labels.update(sample.labels)
+                for label, value in sample.labels.items():
+                    instrument.values.setdefault(label, set()).add(value)
     return found
 
 

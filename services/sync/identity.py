@@ -122,13 +122,21 @@ async def _attach(
     return linked
 
 
+# What the lead's columns hold of each attribute. A platform may send far more (a HubSpot UTM campaign
+# is a free-text property): the first characters are kept, the same for every event that sends it.
+_ATTRIBUTE_LENGTHS = {
+    name: LeadRow.__table__.c[name].type.length  # type: ignore[attr-defined]
+    for name in ("owner_id", "campaign", "lead_source")
+}
+
+
 def take_attributes(lead: LeadRow, changes: Changes) -> None:
     """The latest score, owner and attribution reported win (the email is `update_attributes`' care)."""
     if changes.score is not None:
         lead.score = changes.score
-    for name in ("owner_id", "campaign", "lead_source"):
-        if getattr(changes, name):
-            setattr(lead, name, getattr(changes, name))
+    for name, length in _ATTRIBUTE_LENGTHS.items():
+        if value := getattr(changes, name):
+            setattr(lead, name, value[:length])
 
 
 async def update_attributes(

@@ -7,10 +7,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from onefunnel.metrics.api.router import bi_router
 from onefunnel.metrics.consumer import run_counter
-from onefunnel.metrics.instruments import REGISTRY
+from onefunnel.metrics.instruments import API_REQUESTS, API_SECONDS, REGISTRY
 from onefunnel.metrics.settings import MetricsSettings
 from onefunnel.metrics.sla import run_sla_checks
 from onefunnel.shared.api_auth import bearer_auth
+from onefunnel.shared.api_requests import ApiRequestMetrics
 from onefunnel.shared.bus import Bus
 from onefunnel.shared.database import database_ready, migrate
 from onefunnel.shared.funnel import Funnel
@@ -73,4 +74,5 @@ def create_app(
         ops_router(registry=REGISTRY, checks={"bus": bus.ready, "database": lambda: database_ready(engine)})
     )
     app.include_router(bi_router(sessions=sessions, auth=bearer_auth(api_tokens)))
+    app.add_middleware(ApiRequestMetrics, api=app, requests=API_REQUESTS, seconds=API_SECONDS)
     return app

@@ -8,6 +8,7 @@ use rate()/increase(), which handle restarts. Exact numbers come from the BI API
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from onefunnel.shared import pipeline_instruments
+from onefunnel.shared.api_requests import api_instruments
 from onefunnel.shared.events import SourceSystem
 from onefunnel.shared.stages import Stage
 
@@ -109,3 +110,4 @@ LEADS_IN_SLA_BREACH = Gauge(
 for _stage in _STAGES:
     SLA_BREACHES.labels(_stage)
     LEADS_IN_SLA_BREACH.labels(_stage)
+API_REQUESTS, API_SECONDS = api_instruments(REGISTRY)

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from onefunnel.shared.api_auth import bearer_auth
+from onefunnel.shared.api_requests import ApiRequestMetrics
 from onefunnel.shared.bus import Bus
 from onefunnel.shared.database import database_ready, migrate
 from onefunnel.shared.funnel import Funnel
@@ -16,7 +17,7 @@ from onefunnel.shared.supervise import keep_running
 from onefunnel.sync.api import failures_router
 from onefunnel.sync.consumer import run_consumer
 from onefunnel.sync.handler import Rules
-from onefunnel.sync.instruments import REGISTRY
+from onefunnel.sync.instruments import API_REQUESTS, API_SECONDS, REGISTRY
 from onefunnel.sync.outbox import run_relay
 from onefunnel.sync.platforms.base import PlatformClient
 from onefunnel.sync.writer import WriteBack
@@ -86,4 +87,5 @@ def create_app(
     )
     app.include_router(ops_router(registry=REGISTRY, checks=checks))
     app.include_router(failures_router(sessions=sessions, auth=bearer_auth(api_tokens)))
+    app.add_middleware(ApiRequestMetrics, api=app, requests=API_REQUESTS, seconds=API_SECONDS)
     return app

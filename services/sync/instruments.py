@@ -6,6 +6,7 @@ Labels are bounded: `outcome`, `system`, `operation` and `status` take values fr
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from onefunnel.shared import pipeline_instruments
+from onefunnel.shared.api_requests import api_instruments
 from onefunnel.sync.reconcile import Outcome
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -78,3 +79,4 @@ for _reason in ("conflict", "error"):
 CONSUMER_LAG.labels("sync")
 for _reason in ("undecodable", "unprocessable"):
     DEAD_LETTERS.labels("sync", _reason)
+API_REQUESTS, API_SECONDS = api_instruments(REGISTRY)

@@ -1,0 +1,71 @@
+"""How the HTTP APIs people and BI tools call answer: requests by route and status, and their duration.
+
+Served by the metrics service (the BI API) and sync (its failures API); ingest counts its webhooks
+its own way. The route label is the path template the request matches in the app's OpenAPI
+description (`/v1/campaigns/{campaign}`), or `other`, so a client cannot grow the label set by asking
+for paths that do not exist.
+"""
+
+import re
+import time
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+OTHER = "other"
+
+
+def api_instruments(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    requests = Counter(
+        "onefunnel_api_requests_total",
+        "HTTP API requests answered, by route template and status code.",
+        ["route", "status"],
+        registry=registry,
+    )
+    seconds = Histogram(
+        "onefunnel_api_request_duration_seconds",
+        "From a request's arrival to the end of its answer, by route template.",
+        ["route"],
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        registry=registry,
+    )
+    return requests, seconds
+
+
+class ApiRequestMetrics:
+    """ASGI middleware that counts and times every HTTP request (a plain ASGI app: no task per request)."""
+
+    def __init__(self, app: ASGIApp, *, api: FastAPI, requests: Counter, seconds: Histogram) -> None:
+        self.app = app
+        self.api = api
+        self.requests = requests
+        self.seconds = seconds
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless the app answers: an exception escapes before any response starts
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = self._template(scope["path"])
+            self.requests.labels(route, str(status)).inc()
+            self.seconds.labels(route).observe(time.perf_counter() - started)
+
+    def _template(self, path: str) -> str:
+        if self._templates is None:  # read once every router is included: at the first request
+            paths = self.api.openapi()["paths"]
+            self._templates = [(compile_path(template)[0], template) for template in paths]
+        return next((template for pattern, template in self._templates if pattern.match(path)), OTHER)

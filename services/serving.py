@@ -1,6 +1,7 @@
 """Serve one or several ASGI apps from one process, stopping them together."""
 
 import asyncio
+import functools
 import gc
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -36,8 +37,10 @@ class _Server(uvicorn.Server):
         yield  # serve() below handles SIGINT/SIGTERM once for every server of the process
 
 
+@functools.cache  # once per process: a second freeze would keep whatever lives then for good
 def settle_garbage_collector() -> None:
-    """Freeze what start-up built (modules, schemas, apps) out of the collector's sight; collect less often.
+    """Freeze what was built before serving (modules, schemas, apps) out of the collector's sight, and
+    collect less often.
 
     Frozen objects are never collected: only what lives for the whole process belongs there.
     """

@@ -122,19 +122,23 @@ async def _attach(
     return linked
 
 
-# What the lead's columns hold of each attribute. A platform may send far more (a HubSpot UTM campaign
-# is a free-text property): the first characters are kept, the same for every event that sends it.
-_ATTRIBUTE_LENGTHS = {
+# What the lead's columns hold. A platform may send more: free text (a HubSpot UTM campaign is any
+# property value) is kept to its first characters, the same for every event that sends it; an owner id
+# cut short would name someone else, so a longer one is not taken.
+_TEXT_LENGTHS = {
     name: LeadRow.__table__.c[name].type.length  # type: ignore[attr-defined]
-    for name in ("owner_id", "campaign", "lead_source")
+    for name in ("campaign", "lead_source")
 }
+_OWNER_ID_LENGTH: int = LeadRow.__table__.c.owner_id.type.length  # type: ignore[attr-defined]
 
 
 def take_attributes(lead: LeadRow, changes: Changes) -> None:
     """The latest score, owner and attribution reported win (the email is `update_attributes`' care)."""
     if changes.score is not None:
         lead.score = changes.score
-    for name, length in _ATTRIBUTE_LENGTHS.items():
+    if changes.owner_id and len(changes.owner_id) <= _OWNER_ID_LENGTH:
+        lead.owner_id = changes.owner_id
+    for name, length in _TEXT_LENGTHS.items():
         if value := getattr(changes, name):
             setattr(lead, name, value[:length])
 

@@ -3,11 +3,13 @@
 Served by the metrics service (the BI API) and sync (its failures API); ingest counts its webhooks
 its own way. The route label is the path template the request matches in the app's OpenAPI
 description (`/v1/campaigns/{campaign}`), or `other`, so a client cannot grow the label set by asking
-for paths that do not exist.
+for paths that do not exist. The operations endpoints (`/healthz`, `/readyz`, `/metrics`: the
+`operations` tag) are not counted: probes and scrapes would drown the requests people make.
 """
 
 import re
 import time
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -15,6 +17,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 OTHER = "other"
+OPERATIONS_TAG = "operations"  # shared/ops.py's router
 
 
 def api_instruments(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
@@ -42,7 +45,7 @@ class ApiRequestMetrics:
         self.api = api
         self.requests = requests
         self.seconds = seconds
-        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+        self._templates: list[tuple[re.Pattern[str], str | None]] | None = None  # None: not counted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,11 +64,18 @@ class ApiRequestMetrics:
             await self.app(scope, receive, send_and_note)
         finally:
             route = self._template(scope["path"])
-            self.requests.labels(route, str(status)).inc()
-            self.seconds.labels(route).observe(time.perf_counter() - started)
+            if route is not None:
+                self.requests.labels(route, str(status)).inc()
+                self.seconds.labels(route).observe(time.perf_counter() - started)
 
-    def _template(self, path: str) -> str:
+    def _template(self, path: str) -> str | None:
         if self._templates is None:  # read once every router is included: at the first request
-            paths = self.api.openapi()["paths"]
-            self._templates = [(compile_path(template)[0], template) for template in paths]
+            self._templates = [
+                (compile_path(template)[0], None if _operations(item) else template)
+                for template, item in self.api.openapi()["paths"].items()
+            ]
         return next((template for pattern, template in self._templates if pattern.match(path)), OTHER)
+
+
+def _operations(path_item: dict[str, Any]) -> bool:
+    return all(OPERATIONS_TAG in operation.get("tags", []) for operation in path_item.values())

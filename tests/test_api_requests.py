@@ -73,6 +73,8 @@ async def test_the_bi_api_and_the_sync_failures_api_are_counted(tmp_path: Path) 
         before = count(path, "401")
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
             assert (await client.get(path)).status_code == 401  # no token
+            assert (await client.get("/healthz")).status_code == 200  # an operations endpoint: not counted
 
         assert count(path, "401") == before + 1
+        assert count("/healthz", "200") == count("other", "200") == 0
     await engine.dispose()

@@ -200,6 +200,9 @@ async def scenario(
             return server.started
 
         await wait_for(started, "the metrics service to serve")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{prometheus.metrics_port}") as bi_tool:
+            # refused (no API token is configured), and counted: the API panels have a series to read
+            assert (await bi_tool.get("/v1/funnel")).status_code in (401, 403)
         client = await stack.enter_async_context(httpx.AsyncClient(base_url=prometheus.url, timeout=5.0))
 
         async def scraped(times: int) -> bool:

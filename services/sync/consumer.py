@@ -118,12 +118,13 @@ def _count(event: SourceEvent, handled: Handled) -> None:
     instruments.EVENTS_PROCESSED.labels(handled.outcome).inc()
     # At DEBUG: a line per event cost ~5 % of sync's CPU, and the counter above keeps every outcome
     # (the audit table every decision) at any level.
-    log.debug(
-        "event %s %s",
-        event.id,
-        handled.outcome,
-        extra={"event_id": str(event.id), "lead_id": str(handled.lead_id), "outcome": handled.outcome},
-    )
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "event %s %s",
+            event.id,
+            handled.outcome,
+            extra={"event_id": str(event.id), "lead_id": str(handled.lead_id), "outcome": handled.outcome},
+        )
 
 
 async def apply(sessions: async_sessionmaker[AsyncSession], event: SourceEvent, *, rules: Rules) -> Handled:

@@ -48,9 +48,9 @@ _LEAD_REQUIRED = {name for name, f in LeadRow.model_fields.items() if f.is_requi
 def detached_lead(values: ColumnValues) -> LeadRow:
     """A lead the sync batch reads or creates, changes and writes itself, outside any session.
 
-    Built as the ORM builds a row it loads, its columns set without validation: SQLModel's validating
-    constructor cost 60 µs a stored lead and 130 µs a new one (timeit), a few percent of a batch's CPU.
-    Columns not given take their defaults.
+    Built as the ORM builds a row it loads, its columns put in place: SQLModel's constructor, which sets
+    every field through the ORM's instrumented attributes, cost 60 µs a stored lead and 130 µs a new one
+    (timeit), a few percent of a batch's CPU. Columns not given take their defaults.
     """
     if not values.keys() >= _LEAD_REQUIRED:
         raise TypeError(f"a lead needs {', '.join(sorted(_LEAD_REQUIRED - values.keys()))}")

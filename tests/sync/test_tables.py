@@ -1,4 +1,4 @@
-"""`detached_lead` builds the LeadRow the batch works on as SQLModel would, without validating."""
+"""`detached_lead` builds the LeadRow the batch works on with what SQLModel's constructor would give it."""
 
 import uuid
 from datetime import UTC, datetime

@@ -156,9 +156,7 @@ async def test_an_event_in_a_batch_the_database_refuses_is_parked_alone_and_the_
     messages = [
         envelope.encode(source_event("1"), source="/test"),
         OutgoingMessage(key=b"2", value=b"not an event", headers=()),
-        envelope.encode(
-            source_event("3", owner_id="x" * 300), source="/test"
-        ),  # longer than sync_lead.owner_id
+        envelope.encode(source_event("3" * 300), source="/test"),  # longer than sync_lead_link.record_id
         envelope.encode(source_event("4"), source="/test"),
     ]
     async with open_bus(

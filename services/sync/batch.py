@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Case, Row, and_, bindparam, case, delete, insert, or_, update
+from sqlalchemy import Case, Row, and_, bindparam, case, delete, insert, or_, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col
@@ -168,6 +168,9 @@ async def _apply_routine(session: AsyncSession, plan: Plan, *, rules: Rules, now
         if kind == "routine":  # an unparked event was counted when it was parked
             handled.append(Handled(decision.outcome, lead_id=lead.row.id, decision=decision))
     await _supersede_stored_writes(session, list(loaded.values()))  # before the batch's own go in
+    by_record = {(k["system"], k["record_id"]): k for k in links}
+    for key in [key for key in raw_values if key in by_record]:  # linked in this batch: inserted with it
+        by_record[key]["stage_raw"] = raw_values.pop(key)
     tables = (
         (LeadLinkRow, links),
         (AuditRow, audits),
@@ -176,14 +179,19 @@ async def _apply_routine(session: AsyncSession, plan: Plan, *, rules: Rules, now
         (WriteRow, jobs),
         (ExpectedEchoRow, echoes),
     )
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:  # an INSERT plans the same whatever its values: its generic plan spares planning each row
+        await session.execute(text("SET LOCAL plan_cache_mode = auto"))
     for table, rows in tables:
         if rows:
             await session.execute(insert(table.__table__), rows)  # type: ignore[union-attr]
+    if postgres:  # back to the connection's setting (shared/database.py) for the look-ups that follow
+        await session.execute(text("SET LOCAL plan_cache_mode TO DEFAULT"))
     if plan.unparked_rows:
         await session.execute(delete(ParkedEventRow).where(col(ParkedEventRow.id).in_(plan.unparked_rows)))
     if consumed:
         await session.execute(delete(ExpectedEchoRow).where(col(ExpectedEchoRow.id).in_(consumed)))
-    if raw_values:  # the records linked just now are among them
+    if raw_values:  # records linked by earlier batches
         link = LeadLinkRow.__table__  # type: ignore[attr-defined]
         await session.execute(
             update(link)

@@ -16,8 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from onefunnel.shared.ops import OPERATIONS_TAG
+
 OTHER = "other"
-OPERATIONS_TAG = "operations"  # shared/ops.py's router
 
 
 def api_instruments(registry: CollectorRegistry) -> tuple[Counter, Histogram]:

@@ -6,7 +6,8 @@ database never step on each other and each can be deployed alone.
 """
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -63,6 +64,19 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     return create_async_engine(
         url, pool_size=10, max_overflow=10, connect_args={"server_settings": server_settings}
     )
+
+
+@asynccontextmanager
+async def generic_plans(session: AsyncSession) -> AsyncIterator[None]:
+    """Statements that plan the same whatever their values (INSERTs of many rows), in the caller's
+    transaction: PostgreSQL plans them once per connection instead of once per row, as the engine's
+    `force_custom_plan` would. The look-ups after the block get the engine's setting back."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        await session.execute(text("SET LOCAL plan_cache_mode = auto"))
+    yield
+    if postgres:  # not on an error: the transaction, and its SET LOCAL with it, is rolled back
+        await session.execute(text("SET LOCAL plan_cache_mode TO DEFAULT"))
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

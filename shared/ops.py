@@ -8,12 +8,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+OPERATIONS_TAG = "operations"  # the OpenAPI tag of these endpoints
 CHECK_TIMEOUT_SECONDS = 2.0
 
 
 def ops_router(*, registry: CollectorRegistry, checks: Mapping[str, ReadinessCheck]) -> APIRouter:
     """Build the router; `checks` name what readiness depends on (e.g. `bus`, `database`)."""
-    router = APIRouter(tags=["operations"])
+    router = APIRouter(tags=[OPERATIONS_TAG])
 
     @router.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, str]:

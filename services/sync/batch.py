@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Case, Row, and_, bindparam, case, delete, insert, or_, text, update
+from sqlalchemy import Case, Row, and_, bindparam, case, delete, insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col
@@ -179,14 +179,10 @@ async def _apply_routine(session: AsyncSession, plan: Plan, *, rules: Rules, now
         (WriteRow, jobs),
         (ExpectedEchoRow, echoes),
     )
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:  # an INSERT plans the same whatever its values: its generic plan spares planning each row
-        await session.execute(text("SET LOCAL plan_cache_mode = auto"))
-    for table, rows in tables:
-        if rows:
-            await session.execute(insert(table.__table__), rows)  # type: ignore[union-attr]
-    if postgres:  # back to the connection's setting (shared/database.py) for the look-ups that follow
-        await session.execute(text("SET LOCAL plan_cache_mode TO DEFAULT"))
+    async with database.generic_plans(session):
+        for table, rows in tables:
+            if rows:
+                await session.execute(insert(table.__table__), rows)  # type: ignore[union-attr]
     if plan.unparked_rows:
         await session.execute(delete(ParkedEventRow).where(col(ParkedEventRow.id).in_(plan.unparked_rows)))
     if consumed:

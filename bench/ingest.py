@@ -51,9 +51,10 @@ def main() -> None:
         "--profile", action="store_true", help="instead: profile ingest under load (pip install pyinstrument)"
     )
     internal = parser.add_subparsers(dest="command", help=argparse.SUPPRESS)
-    ceiling = internal.add_parser("serve-ceiling")
-    ceiling.add_argument("--stack", required=True)
-    ceiling.add_argument("--port", type=int, required=True)
+    bare_route = internal.add_parser("serve-bare-route")
+    bare_route.add_argument("--stack", required=True)
+    bare_route.add_argument("--port", type=int, required=True)
+    internal.add_parser("serve-ceiling").add_argument("--stack", required=True)
     serve_ingest = internal.add_parser("serve-ingest")
     serve_ingest.add_argument("--stack", required=True)
     serve_ingest.add_argument("--profile-to", type=Path, help="record a pyinstrument session into this file")
@@ -72,10 +73,14 @@ def main() -> None:
     produce.add_argument("--loop", choices=("asyncio", "uvloop"), required=True)
     args = parser.parse_args()
 
-    if args.command == "serve-ceiling":
+    if args.command == "serve-bare-route":
         import ingest_servers
 
-        ingest_servers.serve_ceiling(stack=args.stack, port=args.port)
+        ingest_servers.serve_bare_route(stack=args.stack, port=args.port)
+    elif args.command == "serve-ceiling":
+        import ingest_servers
+
+        ingest_servers.serve_ceiling(stack=args.stack)
     elif args.command == "serve-ingest" and args.profile_to:
         import ingest_profile
 
@@ -173,6 +178,7 @@ def _benchmark(args: argparse.Namespace) -> None:
                         phases.profile(stack=stack, batch=batch)
             else:
                 for stack in stacks:
+                    phases.bare_route(stack=stack, batches=batches)
                     phases.ceiling(stack=stack, batches=batches)
                     phases.ingest(stack=stack, batches=batches)
                 for loop in dict.fromkeys("uvloop" if s == "uvloop" else "asyncio" for s in stacks):

@@ -44,12 +44,23 @@ class Phases:
         self._phase = 0
         self._patience = args.patience  # seconds left for waiting and re-measuring
 
-    def ceiling(self, *, stack: str, batches: list[int]) -> None:
+    def bare_route(self, *, stack: str, batches: list[int]) -> None:
         port = free_port()
-        argv = [str(HERE / "ingest.py"), "serve-ceiling", "--stack", stack, "--port", str(port)]
-        process = self.processes.start_python(f"ceiling-{stack}", argv, env={})
+        argv = [str(HERE / "ingest.py"), "serve-bare-route", "--stack", stack, "--port", str(port)]
+        process = self.processes.start_python(f"bare-route-{stack}", argv, env={})
         try:
             self.processes.wait_until_answers(process, port=port, path="/healthz")
+            self._max_then_half(stack=stack, server="framework", batches=batches, port=port, pid=process.pid)
+        finally:
+            self.processes.stop(process)
+
+    def ceiling(self, *, stack: str, batches: list[int]) -> None:
+        """Measure ingest answering without verifying or publishing (its topic stays empty)."""
+        port, topic = free_port(), f"bench.{self.run_id}.{stack}.ceiling"
+        argv = [str(HERE / "ingest.py"), "serve-ceiling", "--stack", stack]
+        process = self.processes.start_python(f"ceiling-{stack}", argv, env=self._ingest_env(port, topic))
+        try:
+            self.processes.wait_until_answers(process, port=port, path="/readyz")
             self._max_then_half(stack=stack, server="ceiling", batches=batches, port=port, pid=process.pid)
         finally:
             self.processes.stop(process)

@@ -2,17 +2,22 @@
 
 from dataclasses import dataclass, field
 
-BATCH_1_SHARE_OF_CEILING = 0.60  # ingest's requests/s at batch 1, against the framework's
+BATCH_1_SHARE_OF_CEILING = 0.60  # ingest's requests/s at batch 1, against the ceiling app's
 BATCH_50_SHARE_OF_PRODUCER = 0.50  # ingest's events/s at batch 50, against the bare producer's
 P99_LIMIT_MS = 50.0  # ingest's p99 at half its maximum rate
 
-_NAMES = {"ceiling": "ceiling app", "ingest": "ingest", "producer": "bare producer"}
+_NAMES = {
+    "framework": "bare route",
+    "ceiling": "ceiling app",
+    "ingest": "ingest",
+    "producer": "bare producer",
+}
 
 
 @dataclass
 class Result:
     stack: str  # plain, httptools, uvloop; asyncio or uvloop for the producer
-    server: str  # ceiling, ingest, producer
+    server: str  # framework (the bare route), ceiling, ingest, producer
     batch: int
     load: str  # max (closed loop) or half (open loop at half the max rate)
     rps: float  # requests/s; batches/s for the producer
@@ -74,6 +79,13 @@ def print_targets(results: list[Result], *, stacks: list[str], published: dict[s
                 f" (target >= {BATCH_1_SHARE_OF_CEILING:.0%});"
                 f" by CPU per request {ceiling_1.cpu_us:,.0f} / {ingest_1.cpu_us:,.0f} µs"
                 f" = {ceiling_1.cpu_us / ingest_1.cpu_us:.0%}"
+            )
+        bare_1 = find(stack, "framework", 1, "max")
+        if ingest_1 and bare_1:  # no target: how far the whole app is from the framework alone
+            print(
+                f"  info batch 1: ingest {ingest_1.rps:,.0f} req/s = {ingest_1.rps / bare_1.rps:.0%} of the"
+                f" bare route's {bare_1.rps:,.0f}; by CPU per request {bare_1.cpu_us:,.0f} /"
+                f" {ingest_1.cpu_us:,.0f} µs = {bare_1.cpu_us / ingest_1.cpu_us:.0%}"
             )
         loop = "uvloop" if stack == "uvloop" else "asyncio"
         ingest_50, producer_50 = find(stack, "ingest", 50, "max"), find(loop, "producer", 50, "max")

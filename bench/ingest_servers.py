@@ -1,4 +1,5 @@
-"""The two HTTP servers under test, each run in a process of its own by `ingest.py serve-*`.
+"""The HTTP servers under test, each run in a process of its own by `ingest.py serve-*`: the bare
+route (the framework alone), the ceiling app (ingest without verifying or publishing) and ingest.
 
 A stack names the event loop and HTTP parser uvicorn runs on:
 - plain: asyncio and h11, what a bare `pip install onefunnel` gets;
@@ -10,6 +11,7 @@ A stack names the event loop and HTTP parser uvicorn runs on:
 
 import asyncio
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,12 +34,13 @@ def use_stack(stack: str) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def ceiling_app() -> "FastAPI":
-    """The framework's ceiling: ingest's route, answering like ingest without verifying or publishing."""
+def bare_route_app() -> "FastAPI":
+    """The framework alone: a FastAPI app with ingest's route path that reads the body and answers in
+    ingest's shape, without ingest's middleware, checks or normalization."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
-    app = FastAPI(title="onefunnel ingest benchmark ceiling")
+    app = FastAPI(title="onefunnel ingest benchmark bare route")
 
     @app.post("/webhooks/{source}")
     async def receive_webhook(source: str, request: Request) -> JSONResponse:
@@ -51,12 +54,12 @@ def ceiling_app() -> "FastAPI":
     return app
 
 
-def serve_ceiling(*, stack: str, port: int) -> None:
+def serve_bare_route(*, stack: str, port: int) -> None:
     use_stack(stack)
     import uvicorn
 
     uvicorn.run(
-        ceiling_app(),
+        bare_route_app(),
         host="127.0.0.1",
         port=port,
         loop="uvloop" if stack == "uvloop" else "asyncio",
@@ -64,6 +67,24 @@ def serve_ceiling(*, stack: str, port: int) -> None:
         log_level="warning",
         access_log=False,
     )
+
+
+def serve_ceiling(*, stack: str) -> None:
+    """The issue's ceiling, "the same app answering without verifying or publishing": `onefunnel
+    ingest` as `serve_ingest` runs it, with HubSpot's signature check, the encoding of events into bus
+    messages and the bus's publish made no-ops. Everything else stays: middleware, body and JSON
+    checks, normalization, duplicate memory, metrics, the answer."""
+    from onefunnel.ingest.platforms.hubspot import HubSpot
+    from onefunnel.shared import envelope
+    from onefunnel.shared.bus.kafka import KafkaBus
+
+    async def publish_nothing(self: KafkaBus, topic: str, messages: Sequence[object]) -> None:
+        return None
+
+    HubSpot.verify = lambda self, delivery: None  # type: ignore[method-assign]
+    envelope.encode = lambda event, *, source: None  # type: ignore[assignment]
+    KafkaBus.publish = publish_nothing  # type: ignore[method-assign,assignment]
+    serve_ingest(stack=stack)
 
 
 def serve_ingest(*, stack: str) -> None:

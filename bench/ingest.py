@@ -46,6 +46,11 @@ def main() -> None:
     parser.add_argument(
         "--patience", type=float, default=300.0, help="seconds the whole run may spend on those two"
     )
+    parser.add_argument(
+        "--publish-path",
+        action="store_true",
+        help="also measure ingest with free normalization and encoding (ingest_servers.py)",
+    )
     parser.add_argument("--json", type=Path, help="also write every result to this file")
     parser.add_argument(
         "--profile", action="store_true", help="instead: profile ingest under load (pip install pyinstrument)"
@@ -55,6 +60,7 @@ def main() -> None:
     bare_route.add_argument("--stack", required=True)
     bare_route.add_argument("--port", type=int, required=True)
     internal.add_parser("serve-ceiling").add_argument("--stack", required=True)
+    internal.add_parser("serve-publish-path").add_argument("--stack", required=True)
     serve_ingest = internal.add_parser("serve-ingest")
     serve_ingest.add_argument("--stack", required=True)
     serve_ingest.add_argument("--profile-to", type=Path, help="record a pyinstrument session into this file")
@@ -81,6 +87,10 @@ def main() -> None:
         import ingest_servers
 
         ingest_servers.serve_ceiling(stack=args.stack)
+    elif args.command == "serve-publish-path":
+        import ingest_servers
+
+        ingest_servers.serve_publish_path(stack=args.stack)
     elif args.command == "serve-ingest" and args.profile_to:
         import ingest_profile
 
@@ -181,6 +191,8 @@ def _benchmark(args: argparse.Namespace) -> None:
                     phases.bare_route(stack=stack, batches=batches)
                     phases.ceiling(stack=stack, batches=batches)
                     phases.ingest(stack=stack, batches=batches)
+                    if args.publish_path:
+                        phases.publish_path(stack=stack, batches=batches)
                 for loop in dict.fromkeys("uvloop" if s == "uvloop" else "asyncio" for s in stacks):
                     for batch in batches:
                         phases.producer(loop=loop, batch=batch)

@@ -56,12 +56,19 @@ class Phases:
 
     def ceiling(self, *, stack: str, batches: list[int]) -> None:
         """Measure ingest answering without verifying or publishing (its topic stays empty)."""
-        port, topic = free_port(), f"bench.{self.run_id}.{stack}.ceiling"
-        argv = [str(HERE / "ingest.py"), "serve-ceiling", "--stack", stack]
-        process = self.processes.start_python(f"ceiling-{stack}", argv, env=self._ingest_env(port, topic))
+        self._ingest_variant("serve-ceiling", server="ceiling", stack=stack, batches=batches)
+
+    def publish_path(self, *, stack: str, batches: list[int]) -> None:
+        """Measure ingest with free normalization and encoding (it publishes the bare producer's messages)."""
+        self._ingest_variant("serve-publish-path", server="publish", stack=stack, batches=batches)
+
+    def _ingest_variant(self, command: str, *, server: str, stack: str, batches: list[int]) -> None:
+        port, topic = free_port(), f"bench.{self.run_id}.{stack}.{server}"
+        argv = [str(HERE / "ingest.py"), command, "--stack", stack]
+        process = self.processes.start_python(f"{server}-{stack}", argv, env=self._ingest_env(port, topic))
         try:
             self.processes.wait_until_answers(process, port=port, path="/readyz")
-            self._max_then_half(stack=stack, server="ceiling", batches=batches, port=port, pid=process.pid)
+            self._max_then_half(stack=stack, server=server, batches=batches, port=port, pid=process.pid)
         finally:
             self.processes.stop(process)
 

@@ -10,6 +10,7 @@ _NAMES = {
     "framework": "bare route",
     "ceiling": "ceiling app",
     "ingest": "ingest",
+    "publish": "publish path",
     "producer": "bare producer",
 }
 
@@ -17,7 +18,7 @@ _NAMES = {
 @dataclass
 class Result:
     stack: str  # plain, httptools, uvloop; asyncio or uvloop for the producer
-    server: str  # framework (the bare route), ceiling, ingest, producer
+    server: str  # framework (the bare route), ceiling, ingest, publish (its path alone), producer
     batch: int
     load: str  # max (closed loop) or half (open loop at half the max rate)
     rps: float  # requests/s; batches/s for the producer
@@ -89,6 +90,14 @@ def print_targets(results: list[Result], *, stacks: list[str], published: dict[s
             )
         loop = "uvloop" if stack == "uvloop" else "asyncio"
         ingest_50, producer_50 = find(stack, "ingest", 50, "max"), find(loop, "producer", 50, "max")
+        publish_50 = find(stack, "publish", 50, "max")
+        if publish_50 and producer_50:  # no target: the share ingest could reach with free normalization
+            print(
+                f"  info batch 50: the publish path alone {publish_50.eps:,.0f} events/s ="
+                f" {publish_50.eps / producer_50.eps:.0%} of the bare producer's; by CPU per event"
+                f" {producer_50.cpu_us / 50:,.1f} / {publish_50.cpu_us / 50:,.1f} µs"
+                f" = {producer_50.cpu_us / publish_50.cpu_us:.0%}"
+            )
         if ingest_50 and producer_50:
             share = ingest_50.eps / producer_50.eps
             print(

@@ -1,5 +1,6 @@
 """The HTTP servers under test, each run in a process of its own by `ingest.py serve-*`: the bare
-route (the framework alone), the ceiling app (ingest without verifying or publishing) and ingest.
+route (the framework alone), the ceiling app (ingest without verifying or publishing), ingest, and
+with `--publish-path` ingest with free normalization and encoding.
 
 A stack names the event loop and HTTP parser uvicorn runs on:
 - plain: asyncio and h11, what a bare `pip install onefunnel` gets;
@@ -84,6 +85,40 @@ def serve_ceiling(*, stack: str) -> None:
     HubSpot.verify = lambda self, delivery: None  # type: ignore[method-assign]
     envelope.encode = lambda event, *, source: None  # type: ignore[assignment]
     KafkaBus.publish = publish_nothing  # type: ignore[method-assign,assignment]
+    serve_ingest(stack=stack)
+
+
+def serve_publish_path(*, stack: str) -> None:
+    """`onefunnel ingest` with normalization and encoding made free, to show what the rest costs: the
+    framework, the signature check, the route, the duplicate memory and publishing. Normalizing returns
+    placeholders carrying only what the route reads (a new idempotency key and the event type), and
+    encoding returns messages built before the server starts, the bare producer's."""
+    import itertools
+
+    from ingest_producer import ingest_messages
+
+    from onefunnel.ingest.platforms.base import Delivery, Normalized
+    from onefunnel.ingest.platforms.hubspot import HubSpot
+    from onefunnel.shared import envelope
+    from onefunnel.shared.events import SourceEventType
+    from onefunnel.shared.stage_mapping import StageMapping
+
+    messages = itertools.cycle(ingest_messages(10_000, first_event_id=0))
+    keys = itertools.count()
+
+    class Placeholder:
+        __slots__ = ("event_type", "idempotency_key")
+
+        def __init__(self) -> None:
+            self.idempotency_key = f"publish-path:{next(keys)}"
+            self.event_type = SourceEventType.CHANGED
+
+    def normalize(self: HubSpot, delivery: Delivery, mapping: StageMapping) -> Normalized:
+        count = delivery.body.count(b'"eventId"')
+        return Normalized(events=[Placeholder() for _ in range(count)])  # type: ignore[misc]
+
+    HubSpot.normalize = normalize  # type: ignore[assignment,method-assign]
+    envelope.encode = lambda event, *, source: next(messages)  # type: ignore[assignment]
     serve_ingest(stack=stack)
 
 

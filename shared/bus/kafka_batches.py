@@ -58,7 +58,9 @@ class BatchPublisher:
         if not placed:
             publish.done.set_result(None)
         for partition, message in placed:
-            queue = self._partitions.setdefault((topic, partition), _Partition())
+            queue = self._partitions.get((topic, partition))
+            if queue is None:  # not setdefault: that would build a _Partition for every message
+                queue = self._partitions[topic, partition] = _Partition()
             queue.queue.append((publish, message))
             if queue.flusher is None:
                 queue.flusher = asyncio.create_task(self._flush(topic, partition, queue))

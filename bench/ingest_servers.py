@@ -3,14 +3,13 @@ route (the framework alone), the ceiling app (ingest without verifying or publis
 with `--publish-path` ingest with free normalization and encoding.
 
 A stack names the event loop and HTTP parser uvicorn runs on:
-- plain: asyncio and h11, what a bare `pip install onefunnel` gets;
-- httptools: asyncio and httptools, what `onefunnel ingest` gets once httptools is installed (uvicorn
-  picks it up; the event loop stays asyncio because the CLI creates it with asyncio.run);
-- uvloop: uvloop and httptools, which `onefunnel ingest` would get only if the CLI created its loop
-  with uvloop; here the benchmark installs uvloop's loop policy before calling the same CLI.
+- uvloop: uvloop and httptools, what `onefunnel ingest` runs on (both are dependencies; the CLI runs
+  its loop on uvloop where it is installed, `serving.run`);
+- httptools: asyncio and httptools, where uvloop is missing (Windows);
+- plain: asyncio and h11, where both are missing.
+The benchmark makes the missing ones fail to import, so neither uvicorn nor the CLI can pick them.
 """
 
-import asyncio
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -22,17 +21,13 @@ STACKS = ("plain", "httptools", "uvloop")
 
 
 def use_stack(stack: str) -> None:
-    """Hide the speedups a stack does without, so uvicorn's auto-detection cannot pick them."""
+    """Hide the speedups a stack does without, so neither uvicorn nor the CLI can pick them."""
     if stack not in STACKS:
         raise SystemExit(f"unknown stack {stack!r}; one of {', '.join(STACKS)}")
     if stack == "plain":
         sys.modules["httptools"] = None  # type: ignore[assignment]  # makes `import httptools` fail
     if stack != "uvloop":
         sys.modules["uvloop"] = None  # type: ignore[assignment]
-    else:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def bare_route_app() -> "FastAPI":

@@ -1,6 +1,5 @@
 """The `onefunnel` command: start one service, or all of them in one process."""
 
-import asyncio
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Annotated, TypeVar
@@ -116,7 +115,7 @@ async def _serve(names: Sequence[str]) -> None:
 def _start(services: Sequence[str]) -> None:
     configure_logging(load(LogSettings))
     try:
-        asyncio.run(_serve(services))
+        serving.run(_serve(services))
     except serving.StartupFailed as error:
         typer.echo(f"onefunnel: {error}", err=True)
         raise typer.Exit(1) from None
@@ -197,7 +196,7 @@ def demo(
         else demo_world(options)
     )
     try:
-        asyncio.run(run_demo(options, console=Console(), keep_running=keep_running, world=world))
+        serving.run(run_demo(options, console=Console(), keep_running=keep_running, world=world))
     except ValueError as error:  # the configuration --against needs is missing
         typer.echo(f"onefunnel: {error}", err=True)
         raise typer.Exit(2) from None
@@ -224,7 +223,7 @@ def migrate_command(
         finally:
             await engine.dispose()
 
-    asyncio.run(upgrade())
+    serving.run(upgrade())
 
 
 @app.command()
@@ -244,7 +243,7 @@ def replay(
         finally:
             await engine.dispose()
 
-    count = asyncio.run(run_replay())
+    count = serving.run(run_replay())
     typer.echo(f"{count} failed write(s) queued again; the sync service makes them now", err=True)
 
 

@@ -4,9 +4,10 @@ import asyncio
 import functools
 import gc
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,6 +18,8 @@ from fastapi import FastAPI
 # requests in flight, whose full collections then walked every object of the process: 10-19 % of
 # ingest's and sync's CPU, and pauses of ~0.1 s (docs/benchmarks.md, "The garbage collector").
 YOUNG_COLLECTION_THRESHOLD = 20_000
+
+T = TypeVar("T")
 
 
 class StartupFailed(Exception):
@@ -35,6 +38,24 @@ class _Server(uvicorn.Server):
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # serve() below handles SIGINT/SIGTERM once for every server of the process
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine to the end, on uvloop where it is installed, else on asyncio's loop.
+
+    uvloop (a dependency except on Windows) does the event loop's own work, a large share of every
+    service's CPU, in C (docs/benchmarks.md, ingest on the uvloop stack).
+    """
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        return runner.run(main)
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # Windows, or an install without it
+        return None
+    return uvloop.new_event_loop
 
 
 @functools.cache  # once per process: a second freeze would keep whatever lives then for good

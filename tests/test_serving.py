@@ -1,4 +1,4 @@
-"""Serving tunes the garbage collector once start-up is done (services/serving.py)."""
+"""Commands run on uvloop; serving tunes the garbage collector once start-up is done (services/serving.py)."""
 
 import asyncio
 import gc
@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import uvloop
 from fastapi import FastAPI
 
 from onefunnel import serving
@@ -50,3 +51,10 @@ async def test_a_served_process_collects_less_often_and_skips_what_start_up_buil
     finally:
         stop.set()
         await server
+
+
+def test_commands_run_on_uvloop_which_the_package_depends_on() -> None:
+    async def loop_type() -> type[asyncio.AbstractEventLoop]:
+        return type(asyncio.get_running_loop())
+
+    assert serving.run(loop_type()) is uvloop.Loop

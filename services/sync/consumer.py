@@ -44,8 +44,8 @@ async def run_consumer(
 ) -> None:
     """Consume source events until cancelled."""
     async with bus.subscribe([topics.topic_source_events], group=group) as subscription:
-        # One transaction per batch: 500 events share its round trips and commit (200 gave ~10 % less
-        # throughput, docs/benchmarks.md); a quiet topic still yields small batches at once.
+        # One transaction per batch, so up to 500 events share its round trips and its commit (as in
+        # metrics); a quiet topic still yields small batches at once.
         async for batch in subscription.batches(max_records=500, max_wait=1.0):
             events = [(m, await _decode(m, bus=bus, topics=topics)) for m in batch]
             decoded = [(m, e) for m, e in events if e is not None]

@@ -26,7 +26,7 @@ from pathlib import Path
 from ingest_phases import Phases
 from ingest_processes import Processes
 from ingest_report import print_table, print_targets
-from ingest_servers import STACKS
+from ingest_servers import STACKS, serve_bare_route, serve_ceiling, serve_ingest, serve_publish_path
 
 REPO = Path(__file__).resolve().parent.parent
 _NEEDS = {"plain": (), "httptools": ("httptools",), "uvloop": ("httptools", "uvloop")}
@@ -61,9 +61,9 @@ def main() -> None:
     bare_route.add_argument("--port", type=int, required=True)
     internal.add_parser("serve-ceiling").add_argument("--stack", required=True)
     internal.add_parser("serve-publish-path").add_argument("--stack", required=True)
-    serve_ingest = internal.add_parser("serve-ingest")
-    serve_ingest.add_argument("--stack", required=True)
-    serve_ingest.add_argument("--profile-to", type=Path, help="record a pyinstrument session into this file")
+    ingest_parser = internal.add_parser("serve-ingest")
+    ingest_parser.add_argument("--stack", required=True)
+    ingest_parser.add_argument("--profile-to", type=Path, help="record a pyinstrument session into this file")
     load, produce = internal.add_parser("load"), internal.add_parser("produce")
     for sub in (load, produce):
         sub.add_argument("--batch", type=int, required=True)
@@ -80,25 +80,17 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.command == "serve-bare-route":
-        import ingest_servers
-
-        ingest_servers.serve_bare_route(stack=args.stack, port=args.port)
+        serve_bare_route(stack=args.stack, port=args.port)
     elif args.command == "serve-ceiling":
-        import ingest_servers
-
-        ingest_servers.serve_ceiling(stack=args.stack)
+        serve_ceiling(stack=args.stack)
     elif args.command == "serve-publish-path":
-        import ingest_servers
-
-        ingest_servers.serve_publish_path(stack=args.stack)
+        serve_publish_path(stack=args.stack)
     elif args.command == "serve-ingest" and args.profile_to:
         import ingest_profile
 
         ingest_profile.serve_profiled(stack=args.stack, out=args.profile_to)
     elif args.command == "serve-ingest":
-        import ingest_servers
-
-        ingest_servers.serve_ingest(stack=args.stack)
+        serve_ingest(stack=args.stack)
     elif args.command == "load":
         _load(args)
     elif args.command == "produce":

@@ -5,7 +5,7 @@
 Times, on the ingest benchmark's 50-event HubSpot delivery (timeit, best of `--repeat`):
 - `HubSpot.normalize`, as ingest runs it;
 - the same with `SourceEvent` and `Changes` replaced by `dict` in the HubSpot adapter: the same checks
-  and values, no pydantic model, so what the adapter's own Python costs;
+  and values, no model, so what the adapter's own Python costs;
 - `envelope.encode` of the normalized events.
 """
 

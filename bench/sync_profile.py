@@ -15,7 +15,7 @@ _GROUPS = (
     ("/sqlmodel/", "SQLAlchemy (ORM, Core, compiler)"),
     ("/asyncpg/", "asyncpg (PostgreSQL protocol)"),
     ("asyncpg.", "asyncpg (PostgreSQL protocol)"),
-    ("/pydantic", "pydantic (event models)"),
+    ("/pydantic", "pydantic (settings, API bodies)"),
     ("/aiokafka/", "aiokafka"),
     ("/kafka/", "aiokafka"),
     ("/logging/", "logging + JSON log lines"),

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import msgspec
+
 from onefunnel.shared.envelope import EVENT_TYPES, Event
 from onefunnel.shared.events import SCHEMA_VERSION, Lead, LeadStageChanged, SourceEvent
 
@@ -23,7 +25,7 @@ def render() -> dict[str, str]:
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"https://onefunnel.io/schemas/{name}.v{SCHEMA_VERSION}.schema.json",
             "x-cloudevents-type": EVENT_TYPES[model],
-            **model.model_json_schema(mode="validation"),
+            **msgspec.json.schema(model),
         }
         files[f"{name}.v{SCHEMA_VERSION}.schema.json"] = json.dumps(schema, indent=2) + "\n"
     return files

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import msgspec
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -58,7 +59,7 @@ def source_event(contact: str, **changes: str) -> SourceEvent:
         object_type=ObjectType.CONTACT,
         object_id=contact,
         event_type=SourceEventType.CREATED,
-        changes=Changes(stage=Stage.LEAD, stage_raw="lead", **changes),
+        changes=msgspec.structs.replace(Changes(stage=Stage.LEAD, stage_raw="lead"), **changes),
         occurred_at=now,
         received_at=now,
     )

@@ -14,7 +14,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from onefunnel.shared import database
-from onefunnel.shared.events import RecordLink, SourceEvent, SourceEventType
+from onefunnel.shared.events import RecordLink, SourceEvent, SourceEventType, from_json
 from onefunnel.sync import identity
 from onefunnel.sync.handler import parked_row
 from onefunnel.sync.tables import ColumnValues, InboxRow, LeadLinkRow, LeadRow, ParkedEventRow, detached_lead
@@ -270,7 +270,7 @@ async def _parked(
     )
     waiting: dict[tuple[str, str], list[_Waiting]] = {}
     for row in rows:
-        event = SourceEvent.model_validate_json(row.payload)
+        event = from_json(row.payload, SourceEvent)
         waiting.setdefault((row.system, row.record_id), []).append(_Waiting(event, row_id=row.id))
     return waiting
 

@@ -19,6 +19,7 @@ from onefunnel.shared.events import (
     ObjectType,
     SourceEvent,
     SourceSystem,
+    to_json,
 )
 from onefunnel.sync.reconcile import Decision
 from onefunnel.sync.tables import ColumnValues, ExpectedEchoRow, LeadLinkRow, LeadRow, WriteRow
@@ -75,7 +76,7 @@ def outbox_values(
             {
                 "event_id": transition.id,
                 "message_key": transition.key,
-                "payload": transition.model_dump_json(),
+                "payload": to_json(transition).decode(),
                 "created_at": now,
             }
         )

@@ -22,6 +22,8 @@ from onefunnel.shared.events import (
     SourceEvent,
     SourceEventType,
     SourceSystem,
+    from_json,
+    to_json,
 )
 from onefunnel.shared.funnel import Funnel
 from onefunnel.shared.stages import Stage
@@ -178,7 +180,7 @@ def parked_row(event: SourceEvent, *, now: datetime) -> ParkedEventRow:
         system=event.source,
         record_id=event.object_id,
         event_id=event.id,
-        payload=event.model_dump_json(),
+        payload=to_json(event).decode(),
         parked_at=now,
     )
 
@@ -196,7 +198,7 @@ async def _unpark(session: AsyncSession, record: RecordLink, *, rules: Rules, no
     for row in parked:
         await session.delete(row)
         await session.flush()
-        await handle(session, SourceEvent.model_validate_json(row.payload), rules=rules, now=now)
+        await handle(session, from_json(row.payload, SourceEvent), rules=rules, now=now)
 
 
 async def _load_state(session: AsyncSession, lead: LeadRow, *, now: datetime) -> LeadState:

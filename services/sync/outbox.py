@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onefunnel.shared import envelope
 from onefunnel.shared.bus import Bus, OutgoingMessage
-from onefunnel.shared.events import LeadStageChanged
+from onefunnel.shared.events import LeadStageChanged, from_json
 from onefunnel.shared.settings import TopicSettings
 from onefunnel.sync import instruments
 from onefunnel.sync.tables import OutboxRow
@@ -66,4 +66,4 @@ async def run_relay(
 
 
 def _message(payload: str) -> OutgoingMessage:
-    return envelope.encode(LeadStageChanged.model_validate_json(payload), source=CE_SOURCE)
+    return envelope.encode(from_json(payload, LeadStageChanged), source=CE_SOURCE)

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from onefunnel.ingest.platforms.base import Delivery, InvalidPayload, Platform, Unauthorized
@@ -196,7 +197,7 @@ def test_generic_normalizes_a_stage_change(mapping: StageMapping) -> None:
     assert event.object_type is ObjectType.CONTACT
     assert event.object_id == "c-42"
     assert event.event_type is SourceEventType.CHANGED
-    assert event.changes.model_dump(exclude_none=True) == {
+    assert {k: v for k, v in msgspec.structs.asdict(event.changes).items() if v is not None} == {
         "stage": Stage.MQL,
         "stage_raw": "mql",
         "score": 71.0,
@@ -220,7 +221,10 @@ def test_generic_reads_every_changes_field(mapping: StageMapping) -> None:
     [event] = (
         StandardWebhooks(secrets=[SECRET]).normalize(_signed(_document(changes=changes)), mapping).events
     )
-    assert event.changes.model_dump() == changes | {"stage": Stage.CUSTOMER, "stage_raw": "customer"}
+    assert msgspec.structs.asdict(event.changes) == changes | {
+        "stage": Stage.CUSTOMER,
+        "stage_raw": "customer",
+    }
 
 
 def test_generic_reports_a_cleared_stage_as_an_empty_raw_value(mapping: StageMapping) -> None:

@@ -36,7 +36,13 @@ def creation() -> SourceEvent:
         object_type=ObjectType.CONTACT,
         object_id=str(uuid.uuid4().int % 10**9),
         event_type=SourceEventType.CREATED,
-        changes=Changes(stage=Stage.LEAD, stage_raw="lead", **LONG),
+        changes=Changes(
+            stage=Stage.LEAD,
+            stage_raw="lead",
+            campaign=LONG["campaign"],
+            lead_source=LONG["lead_source"],
+            owner_id=LONG["owner_id"],
+        ),
         occurred_at=now,
         received_at=now,
     )

@@ -20,6 +20,7 @@ from onefunnel.shared.events import (
     SourceEvent,
     SourceEventType,
     SourceSystem,
+    from_json,
 )
 from onefunnel.shared.funnel import load_funnel
 from onefunnel.shared.settings import DatabaseSettings
@@ -95,7 +96,7 @@ async def test_a_lead_seen_first_in_salesforce_joins_the_contact_whose_email_arr
         (survivor.id, "hubspot", False, "pending"),
     ]
     assert writes[1].value == "salesqualifiedlead"
-    moves = [LeadStageChanged.model_validate_json(row.payload) for row in published]
+    moves = [from_json(row.payload, LeadStageChanged) for row in published]
     assert [(m.lead_id, m.from_stage, m.to_stage) for m in moves] == [
         (folded.id, None, "sal"),
         (survivor.id, None, "lead"),

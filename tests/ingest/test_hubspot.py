@@ -418,7 +418,7 @@ def test_hubspot_uses_the_receive_time_when_an_event_has_no_occurred_at(mapping:
     [
         (b"not json", "not JSON"),
         (b'{"eventId": 1}', "not a JSON array"),
-        (b"[1]", "not an object"),
+        (b"[1]", r"Expected `object`, got `int` - at `\$\[0\]`"),
         (b'[{"eventId": 1}]', "no subscriptionType"),
     ],
 )
@@ -433,11 +433,11 @@ def test_hubspot_rejects_a_body_that_is_not_a_batch_of_events(
     ("broken", "reason"),
     [
         ({"eventId": None}, "eventId is missing"),
-        ({"portalId": True}, "portalId is missing"),
-        ({"objectId": ""}, "objectId is missing"),
+        ({"portalId": True}, r"got `bool` - at `\$\[0\]\.portalId`"),
+        ({"objectId": ""}, r"length >= 1 - at `\$\[0\]\.objectId`"),
         ({"occurredAt": "yesterday"}, "occurredAt"),
         ({"propertyName": "hubspotscore", "propertyValue": "high"}, "hubspotscore is not a number"),
-        ({"propertyName": "email", "propertyValue": 42}, "propertyValue is not a string"),
+        ({"propertyName": "email", "propertyValue": 42}, r"got `int` - at `\$\[0\]\.propertyValue`"),
     ],
 )
 def test_hubspot_rejects_a_tracked_event_with_broken_fields(

@@ -39,8 +39,9 @@ class Phases:
         self.broker_pid = broker_pid
         self.run_id = uuid.uuid4().hex[:8]
         self.results: list[Result] = []
+        self.round = 1  # set by the caller: the results it measures next belong to this round
         self.published: dict[str, tuple[int, int]] = {}  # stack: (events on the topic, 2xx events)
-        self._acknowledged: Counter[str] = Counter()  # 2xx events by stack, repeated runs included
+        self._acknowledged: Counter[str] = Counter()  # 2xx events of the running ingest, retries included
         self._phase = 0
         self._patience = args.patience  # seconds left for waiting and re-measuring
 
@@ -76,6 +77,7 @@ class Phases:
         """Measure `onefunnel ingest`, then check that its topic holds every event it acknowledged."""
         port, topic = free_port(), f"bench.{self.run_id}.{stack}.source-events"
         process = self._start_ingest(stack=stack, port=port, topic=topic)
+        self._acknowledged[stack] = 0
         try:
             before = asyncio.run(_events_on(self.bootstrap, topic))
             self._max_then_half(stack=stack, server="ingest", batches=batches, port=port, pid=process.pid)
@@ -83,7 +85,8 @@ class Phases:
             self.processes.stop(process)
         stored = asyncio.run(_events_on(self.bootstrap, topic)) - before
         acknowledged = self._acknowledged[stack]
-        self.published[stack] = (stored, acknowledged)
+        stored_before, acknowledged_before = self.published.get(stack, (0, 0))  # earlier rounds
+        self.published[stack] = (stored_before + stored, acknowledged_before + acknowledged)
         verdict = "OK" if stored >= acknowledged else "MISSING EVENTS"
         print(f"  topic {topic}: {stored:,} events stored, {acknowledged:,} acknowledged with 2xx: {verdict}")
 
@@ -167,6 +170,7 @@ class Phases:
             if result.cpu["other"] <= DISTURBED_CORES or self._patience <= 0:
                 break
         chosen = min(attempts, key=lambda r: r.cpu["other"])
+        chosen.round = self.round
         self.results.append(chosen)
         print(chosen.progress_line(), flush=True)
         return chosen

@@ -1,6 +1,7 @@
 """The benchmark's results: one line per phase as it runs, then a Markdown table and the targets."""
 
 from dataclasses import dataclass, field
+from statistics import median
 
 BATCH_1_SHARE_OF_CEILING = 0.60  # ingest's requests/s at batch 1, against the ceiling app's
 BATCH_50_SHARE_OF_PRODUCER = 0.50  # ingest's events/s at batch 50, against the bare producer's
@@ -30,6 +31,7 @@ class Result:
     acknowledged: int  # 2xx answers over the whole run, warm-up included
     cpu_us: float  # CPU of the server (or of the bare producer) per request, in microseconds
     cpu: dict[str, float] = field(default_factory=dict)  # share of one core, by process
+    round: int = 1  # with --rounds, which pass over the servers measured it
 
     def progress_line(self) -> str:
         failed = f"  FAILED {self.failed}" if self.failed else ""
@@ -44,14 +46,17 @@ class Result:
 
 
 def print_table(results: list[Result]) -> None:
-    columns = ["stack", "server", "batch", "load", "requests/s", "events/s", "p50 ms", "p99 ms", "failed"]
-    columns += ["CPU µs/request", "CPU (1 core = 100%)"]
+    rounds = max(r.round for r in results) > 1  # a first column then says which round measured a row
+    columns = ["round"] * rounds + ["stack", "server", "batch", "load", "requests/s", "events/s", "p50 ms"]
+    columns += ["p99 ms", "failed", "CPU µs/request", "CPU (1 core = 100%)"]
     print("| " + " | ".join(columns) + " |")
-    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| ---: " * rounds + "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
         load = "max" if r.load == "max" else "½ max, open loop"
         print(
-            f"| {r.stack} | {_NAMES[r.server]} | {r.batch} | {load} | {r.rps:,.0f} | {r.eps:,.0f} |"
+            f"| {r.round} "
+            * rounds
+            + f"| {r.stack} | {_NAMES[r.server]} | {r.batch} | {load} | {r.rps:,.0f} | {r.eps:,.0f} |"
             f" {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.failed} | {r.cpu_us:,.0f} | {r.cpu_text()} |"
         )
 
@@ -61,57 +66,77 @@ def print_targets(results: list[Result], *, stacks: list[str], published: dict[s
 
     The verdict is on the measured rates. The same ratio of CPU per request (per event) follows
     each: what the ratio would be if each process had a core of its own, which a shared machine
-    cannot promise (the broker runs on the same two cores)."""
+    cannot promise (the broker runs on the same two cores). With several rounds, each ratio is taken
+    within a round (its servers measured minutes apart) and the verdict is on the median of the rounds.
+    """
 
-    def find(stack: str, server: str, batch: int, load: str) -> Result | None:
-        matching = [
-            r for r in results if (r.stack, r.server, r.batch, r.load) == (stack, server, batch, load)
-        ]
-        return matching[0] if matching else None
+    def rounds(stack: str, server: str, batch: int, load: str) -> dict[int, Result]:
+        return {
+            r.round: r
+            for r in results
+            if (r.stack, r.server, r.batch, r.load) == (stack, server, batch, load)
+        }
 
     for stack in stacks:
         print(f"targets, {stack} stack:")
-        ingest_1, ceiling_1 = find(stack, "ingest", 1, "max"), find(stack, "ceiling", 1, "max")
-        if ingest_1 and ceiling_1:
-            share = ingest_1.rps / ceiling_1.rps
-            print(
-                f"  {_verdict(share >= BATCH_1_SHARE_OF_CEILING)} batch 1: ingest {ingest_1.rps:,.0f} req/s"
-                f" = {share:.0%} of the ceiling app's {ceiling_1.rps:,.0f}"
-                f" (target >= {BATCH_1_SHARE_OF_CEILING:.0%});"
-                f" by CPU per request {ceiling_1.cpu_us:,.0f} / {ingest_1.cpu_us:,.0f} µs"
-                f" = {ceiling_1.cpu_us / ingest_1.cpu_us:.0%}"
-            )
-        bare_1 = find(stack, "framework", 1, "max")
-        if ingest_1 and bare_1:  # no target: how far the whole app is from the framework alone
-            print(
-                f"  info batch 1: ingest {ingest_1.rps:,.0f} req/s = {ingest_1.rps / bare_1.rps:.0%} of the"
-                f" bare route's {bare_1.rps:,.0f}; by CPU per request {bare_1.cpu_us:,.0f} /"
-                f" {ingest_1.cpu_us:,.0f} µs = {bare_1.cpu_us / ingest_1.cpu_us:.0%}"
-            )
         loop = "uvloop" if stack == "uvloop" else "asyncio"
-        ingest_50, producer_50 = find(stack, "ingest", 50, "max"), find(loop, "producer", 50, "max")
-        publish_50 = find(stack, "publish", 50, "max")
-        if publish_50 and producer_50:  # no target: the share ingest could reach with free normalization
-            print(
-                f"  info batch 50: the publish path alone {publish_50.eps:,.0f} events/s ="
-                f" {publish_50.eps / producer_50.eps:.0%} of the bare producer's; by CPU per event"
-                f" {producer_50.cpu_us / 50:,.1f} / {publish_50.cpu_us / 50:,.1f} µs"
-                f" = {producer_50.cpu_us / publish_50.cpu_us:.0%}"
+        ingest_1, ceiling_1 = rounds(stack, "ingest", 1, "max"), rounds(stack, "ceiling", 1, "max")
+        _share(
+            "batch 1: ingest",
+            ingest_1,
+            "req/s",
+            "the ceiling app's",
+            ceiling_1,
+            BATCH_1_SHARE_OF_CEILING,
+            per=1,
+        )
+        # No target: how far the whole app is from the framework alone.
+        _share(
+            "batch 1: ingest",
+            ingest_1,
+            "req/s",
+            "the bare route's",
+            rounds(stack, "framework", 1, "max"),
+            None,
+            per=1,
+        )
+        producer_50 = rounds(loop, "producer", 50, "max")
+        # No target: the share ingest could reach with free normalization.
+        _share(
+            "batch 50: the publish path alone",
+            rounds(stack, "publish", 50, "max"),
+            "events/s",
+            "the bare producer's",
+            producer_50,
+            None,
+            per=50,
+        )
+        _share(
+            "batch 50: ingest",
+            rounds(stack, "ingest", 50, "max"),
+            "events/s",
+            "the bare producer's",
+            producer_50,
+            BATCH_50_SHARE_OF_PRODUCER,
+            per=50,
+            where=f" on {loop}",
+        )
+        for batch in sorted(
+            {r.batch for r in results if (r.stack, r.server, r.load) == (stack, "ingest", "half")}
+        ):
+            halves = sorted(rounds(stack, "ingest", batch, "half").items())
+            p99 = median(r.p99_ms for _, r in halves)
+            each = (
+                ""
+                if len(halves) == 1
+                else f", median of {len(halves)} rounds ("
+                + ", ".join(f"{r.p99_ms:.1f}" for _, r in halves)
+                + ")"
             )
-        if ingest_50 and producer_50:
-            share = ingest_50.eps / producer_50.eps
+            rps = ", ".join(f"{r.rps:,.0f}" for _, r in halves)
             print(
-                f"  {_verdict(share >= BATCH_50_SHARE_OF_PRODUCER)} batch 50: ingest"
-                f" {ingest_50.eps:,.0f} events/s = {share:.0%} of the bare producer's"
-                f" {producer_50.eps:,.0f} on {loop} (target >= {BATCH_50_SHARE_OF_PRODUCER:.0%});"
-                f" by CPU per event {producer_50.cpu_us / 50:,.1f} / {ingest_50.cpu_us / 50:,.1f} µs"
-                f" = {producer_50.cpu_us / ingest_50.cpu_us:.0%}"
-            )
-        for half in (r for r in results if (r.stack, r.server, r.load) == (stack, "ingest", "half")):
-            print(
-                f"  {_verdict(half.p99_ms < P99_LIMIT_MS)} batch {half.batch}: ingest p99"
-                f" {half.p99_ms:.1f} ms at {half.rps:,.0f} req/s, half its maximum"
-                f" (target < {P99_LIMIT_MS:.0f} ms)"
+                f"  {_verdict(p99 < P99_LIMIT_MS)} batch {batch}: ingest p99 {p99:.1f} ms{each}"
+                f" at {rps} req/s, half its maximum (target < {P99_LIMIT_MS:.0f} ms)"
             )
         if stack in published:
             stored, acknowledged = published[stack]
@@ -119,6 +144,44 @@ def print_targets(results: list[Result], *, stacks: list[str], published: dict[s
                 f"  {_verdict(stored >= acknowledged)} topic holds {stored:,} events;"
                 f" ingest acknowledged {acknowledged:,} with 2xx"
             )
+
+
+def _share(
+    what: str,
+    measured: dict[int, Result],
+    unit: str,
+    against: str,
+    ceiling: dict[int, Result],
+    target: float | None,
+    *,
+    per: int,
+    where: str = "",
+) -> None:
+    """One line: `measured`'s rate as a share of `ceiling`'s, round by round; a verdict given a target."""
+    paired = [(measured[n], ceiling[n]) for n in sorted(measured) if n in ceiling]
+    if not paired:
+        return
+    rate = (lambda r: r.rps) if unit == "req/s" else (lambda r: r.eps)
+    shares = [rate(m) / rate(c) for m, c in paired]
+    by_cpu = [c.cpu_us / m.cpu_us for m, c in paired]
+    unit_cpu, digits = ("request", 0) if per == 1 else ("event", 1)
+    label = "info" if target is None else _verdict(median(shares) >= target)
+    goal = "" if target is None else f" (target >= {target:.0%})"
+    if len(paired) == 1:
+        [(m, c)] = paired
+        print(
+            f"  {label} {what} {rate(m):,.0f} {unit} = {shares[0]:.0%} of {against}"
+            f" {rate(c):,.0f}{where}{goal};"
+            f" by CPU per {unit_cpu} {c.cpu_us / per:,.{digits}f} / {m.cpu_us / per:,.{digits}f} µs"
+            f" = {by_cpu[0]:.0%}"
+        )
+    else:
+        print(
+            f"  {label} {what} {unit} = {median(shares):.0%} of {against}{where},"
+            f" median of {len(paired)} rounds"
+            f" ({', '.join(f'{s:.0%}' for s in shares)}){goal}; by CPU per {unit_cpu}, median"
+            f" {median(by_cpu):.0%} ({', '.join(f'{s:.0%}' for s in by_cpu)})"
+        )
 
 
 def _verdict(passed: bool) -> str:

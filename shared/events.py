@@ -13,7 +13,7 @@ checks that guard what a consumer will accept (aware UTC times, non-empty ids) r
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Final, Literal, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -243,8 +243,3 @@ def to_json(model: _Wire) -> bytes:
 def from_json(data: bytes | str, model: type[Model]) -> Model:
     """Decode and check JSON as `model`; raises msgspec.ValidationError (a ValueError) saying where."""
     return msgspec.json.decode(data, type=model)
-
-
-def from_builtins(document: Any, model: type[Model]) -> Model:
-    """Check a decoded JSON document (dicts, lists, strings) as `model`, as `from_json` would."""
-    return msgspec.convert(document, type=model)

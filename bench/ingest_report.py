@@ -84,56 +84,47 @@ def print_targets(results: list[Result], *, stacks: list[str], published: dict[s
         _share(
             "batch 1: ingest",
             ingest_1,
-            "req/s",
             "the ceiling app's",
             ceiling_1,
             BATCH_1_SHARE_OF_CEILING,
-            per=1,
+            batch=1,
         )
         # No target: how far the whole app is from the framework alone.
         _share(
             "batch 1: ingest",
             ingest_1,
-            "req/s",
             "the bare route's",
             rounds(stack, "framework", 1, "max"),
             None,
-            per=1,
+            batch=1,
         )
         producer_50 = rounds(loop, "producer", 50, "max")
         # No target: the share ingest could reach with free normalization.
         _share(
             "batch 50: the publish path alone",
             rounds(stack, "publish", 50, "max"),
-            "events/s",
             "the bare producer's",
             producer_50,
             None,
-            per=50,
+            batch=50,
         )
         _share(
             "batch 50: ingest",
             rounds(stack, "ingest", 50, "max"),
-            "events/s",
             "the bare producer's",
             producer_50,
             BATCH_50_SHARE_OF_PRODUCER,
-            per=50,
+            batch=50,
             where=f" on {loop}",
         )
         for batch in sorted(
             {r.batch for r in results if (r.stack, r.server, r.load) == (stack, "ingest", "half")}
         ):
-            halves = sorted(rounds(stack, "ingest", batch, "half").items())
-            p99 = median(r.p99_ms for _, r in halves)
-            each = (
-                ""
-                if len(halves) == 1
-                else f", median of {len(halves)} rounds ("
-                + ", ".join(f"{r.p99_ms:.1f}" for _, r in halves)
-                + ")"
-            )
-            rps = ", ".join(f"{r.rps:,.0f}" for _, r in halves)
+            halves = [r for _, r in sorted(rounds(stack, "ingest", batch, "half").items())]
+            p99 = median(r.p99_ms for r in halves)
+            each = ", ".join(f"{r.p99_ms:.1f}" for r in halves)
+            each = f", median of {len(halves)} rounds ({each})" if len(halves) > 1 else ""
+            rps = ", ".join(f"{r.rps:,.0f}" for r in halves)
             print(
                 f"  {_verdict(p99 < P99_LIMIT_MS)} batch {batch}: ingest p99 {p99:.1f} ms{each}"
                 f" at {rps} req/s, half its maximum (target < {P99_LIMIT_MS:.0f} ms)"
@@ -149,22 +140,23 @@ def print_targets(results: list[Result], *, stacks: list[str], published: dict[s
 def _share(
     what: str,
     measured: dict[int, Result],
-    unit: str,
     against: str,
     ceiling: dict[int, Result],
     target: float | None,
     *,
-    per: int,
+    batch: int,
     where: str = "",
 ) -> None:
-    """One line: `measured`'s rate as a share of `ceiling`'s, round by round; a verdict given a target."""
+    """One line: `measured`'s rate as a share of `ceiling`'s, round by round; a verdict given a target.
+
+    Requests/s at batch 1, events/s otherwise; CPU per request at batch 1, per event otherwise."""
     paired = [(measured[n], ceiling[n]) for n in sorted(measured) if n in ceiling]
     if not paired:
         return
-    rate = (lambda r: r.rps) if unit == "req/s" else (lambda r: r.eps)
+    unit, unit_cpu, digits = ("req/s", "request", 0) if batch == 1 else ("events/s", "event", 1)
+    rate = (lambda r: r.rps) if batch == 1 else (lambda r: r.eps)
     shares = [rate(m) / rate(c) for m, c in paired]
     by_cpu = [c.cpu_us / m.cpu_us for m, c in paired]
-    unit_cpu, digits = ("request", 0) if per == 1 else ("event", 1)
     label = "info" if target is None else _verdict(median(shares) >= target)
     goal = "" if target is None else f" (target >= {target:.0%})"
     if len(paired) == 1:
@@ -172,7 +164,7 @@ def _share(
         print(
             f"  {label} {what} {rate(m):,.0f} {unit} = {shares[0]:.0%} of {against}"
             f" {rate(c):,.0f}{where}{goal};"
-            f" by CPU per {unit_cpu} {c.cpu_us / per:,.{digits}f} / {m.cpu_us / per:,.{digits}f} µs"
+            f" by CPU per {unit_cpu} {c.cpu_us / batch:,.{digits}f} / {m.cpu_us / batch:,.{digits}f} µs"
             f" = {by_cpu[0]:.0%}"
         )
     else:

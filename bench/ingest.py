@@ -2,13 +2,13 @@
 
     .venv/bin/python bench/ingest.py --seconds 10
 
-Starts a broker of its own (deploy/kafka/kafka.sh; or uses --bootstrap), then, one at a time and on
-loopback: the ceiling app (ingest's route answering without verifying or publishing: the framework's
-ceiling), the real `onefunnel ingest`, and a bare aiokafka producer publishing the same messages (the
-broker client's ceiling). For deliveries of 1 and of 50 events it measures the maximum rate (closed
-loop) and the latency at half that rate (open loop), checks that the topic holds every event ingest
-acknowledged, prints a table and the targets, and stops everything it started, Ctrl-C included.
-`--rounds 3` measures it all three times, alternating, and judges on the median ratio. See bench/README.md.
+Starts a broker of its own (deploy/kafka/kafka.sh; or uses --bootstrap), then, on loopback, the ceiling app
+(ingest's route answering without verifying or publishing: the framework's ceiling), the real `onefunnel
+ingest`, and a bare aiokafka producer publishing the same messages (the broker client's ceiling). For
+deliveries of 1 and of 50 events it measures each one's maximum rate (closed loop), back to back, then the
+latency at half that rate (open loop), checks that the topic holds every event ingest acknowledged, prints a
+table and the targets, and stops everything it started, Ctrl-C included. `--rounds 3` measures it all three
+times and judges on the median ratio. See bench/README.md.
 """
 
 import argparse
@@ -55,7 +55,7 @@ def main() -> None:
         "--rounds",
         type=int,
         default=1,
-        help="measure every server this many times, alternating, and judge each target on the median"
+        help="measure every server this many times and judge each target on the median"
         " of the rounds' side-by-side ratios",
     )
     parser.add_argument("--json", type=Path, help="also write every result to this file")
@@ -190,15 +190,13 @@ def _benchmark(args: argparse.Namespace) -> None:
                     phases.round = round_
                     if args.rounds > 1:
                         print(f"round {round_} of {args.rounds}")
+                    loops = {"uvloop" if s == "uvloop" else "asyncio" for s in stacks}  # producers due
                     for stack in stacks:
-                        phases.bare_route(stack=stack, batches=batches)
-                        phases.ceiling(stack=stack, batches=batches)
-                        phases.ingest(stack=stack, batches=batches)
-                        if args.publish_path:
-                            phases.publish_path(stack=stack, batches=batches)
-                    for loop in dict.fromkeys("uvloop" if s == "uvloop" else "asyncio" for s in stacks):
-                        for batch in batches:
-                            phases.producer(loop=loop, batch=batch)
+                        loop = "uvloop" if stack == "uvloop" else "asyncio"
+                        phases.stack_round(
+                            stack=stack, batches=batches, producer_loop=loop if loop in loops else None
+                        )
+                        loops.discard(loop)
         if phases.results and not args.profile:
             print()
             print_table(phases.results)

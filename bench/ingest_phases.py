@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from ingest_deliveries import SECRET
@@ -27,6 +28,13 @@ from ingest_report import Result
 HERE = Path(__file__).resolve().parent
 QUIET_CORES = 0.3  # an idle broker and idle servers stay well below this
 DISTURBED_CORES = 0.4
+
+
+@dataclass(frozen=True)
+class _Server:
+    port: int
+    process: "subprocess.Popen[bytes]"
+    topic: str  # its source-events topic (the bare route publishes nothing)
 
 
 class Phases:
@@ -45,50 +53,63 @@ class Phases:
         self._phase = 0
         self._patience = args.patience  # seconds left for waiting and re-measuring
 
-    def bare_route(self, *, stack: str, batches: list[int]) -> None:
-        port = free_port()
-        argv = [str(HERE / "ingest.py"), "serve-bare-route", "--stack", stack, "--port", str(port)]
-        process = self.processes.start_python(f"bare-route-{stack}", argv, env={})
-        try:
-            self.processes.wait_until_answers(process, port=port, path="/healthz")
-            self._max_then_half(stack=stack, server="framework", batches=batches, port=port, pid=process.pid)
-        finally:
-            self.processes.stop(process)
-
-    def ceiling(self, *, stack: str, batches: list[int]) -> None:
-        """Measure ingest answering without verifying or publishing (its topic stays empty)."""
-        self._ingest_variant("serve-ceiling", server="ceiling", stack=stack, batches=batches)
-
-    def publish_path(self, *, stack: str, batches: list[int]) -> None:
-        """Measure ingest with free normalization and encoding (it publishes the bare producer's messages)."""
-        self._ingest_variant("serve-publish-path", server="publish", stack=stack, batches=batches)
-
-    def _ingest_variant(self, command: str, *, server: str, stack: str, batches: list[int]) -> None:
-        port, topic = free_port(), f"bench.{self.run_id}.{stack}.{server}"
-        argv = [str(HERE / "ingest.py"), command, "--stack", stack]
-        process = self.processes.start_python(f"{server}-{stack}", argv, env=self._ingest_env(port, topic))
-        try:
-            self.processes.wait_until_answers(process, port=port, path="/readyz")
-            self._max_then_half(stack=stack, server=server, batches=batches, port=port, pid=process.pid)
-        finally:
-            self.processes.stop(process)
-
-    def ingest(self, *, stack: str, batches: list[int]) -> None:
-        """Measure `onefunnel ingest`, then check that its topic holds every event it acknowledged."""
-        port, topic = free_port(), f"bench.{self.run_id}.{stack}.source-events"
-        process = self._start_ingest(stack=stack, port=port, topic=topic)
+    def stack_round(self, *, stack: str, batches: list[int], producer_loop: str | None) -> None:
+        """One round on one stack. Every server starts first and idles while another is measured, so that for
+        each batch size the maximum rates run back to back, seconds apart: the targets compare them, and
+        this machine's speed drifts over minutes. The bare producer (`producer_loop`, when this round still
+        needs it) runs right after ingest; the half-rate phases follow. Last, the topic check."""
+        servers = self._start_servers(stack)
+        ingest = servers["ingest"]
         self._acknowledged[stack] = 0
         try:
-            before = asyncio.run(_events_on(self.bootstrap, topic))
-            self._max_then_half(stack=stack, server="ingest", batches=batches, port=port, pid=process.pid)
+            before = asyncio.run(_events_on(self.bootstrap, ingest.topic))
+            for batch in batches:
+                fastest = {}
+                for name, server in servers.items():
+                    argv = ["load", "--port", str(server.port)]
+                    fastest[name] = self._measure(
+                        argv, stack=stack, server=name, batch=batch, pid=server.process.pid, rate=None
+                    )
+                    if name == "ingest" and producer_loop is not None:
+                        self.producer(loop=producer_loop, batch=batch)
+                for name, server in servers.items():
+                    half = fastest[name].rps / 2
+                    argv = ["load", "--port", str(server.port), "--rate", f"{half:.1f}"]
+                    self._measure(
+                        argv, stack=stack, server=name, batch=batch, pid=server.process.pid, rate=half
+                    )
         finally:
-            self.processes.stop(process)
-        stored = asyncio.run(_events_on(self.bootstrap, topic)) - before
+            for server in servers.values():
+                self.processes.stop(server.process)
+        stored = asyncio.run(_events_on(self.bootstrap, ingest.topic)) - before
         acknowledged = self._acknowledged[stack]
         stored_before, acknowledged_before = self.published.get(stack, (0, 0))  # earlier rounds
         self.published[stack] = (stored_before + stored, acknowledged_before + acknowledged)
         verdict = "OK" if stored >= acknowledged else "MISSING EVENTS"
+        topic = ingest.topic
         print(f"  topic {topic}: {stored:,} events stored, {acknowledged:,} acknowledged with 2xx: {verdict}")
+
+    def _start_servers(self, stack: str) -> dict[str, "_Server"]:
+        """The servers of one stack, by the name results carry, in the order they are measured."""
+        commands = {"framework": "serve-bare-route", "ceiling": "serve-ceiling", "ingest": "serve-ingest"}
+        if self.args.publish_path:
+            commands["publish"] = "serve-publish-path"
+        servers: dict[str, _Server] = {}
+        try:
+            for name, command in commands.items():
+                port, topic = free_port(), f"bench.{self.run_id}.{self.round}.{stack}.{name}"
+                if name == "framework":  # no bus, no settings: ready when it answers
+                    argv = [str(HERE / "ingest.py"), command, "--stack", stack, "--port", str(port)]
+                    process = self.processes.start_python(f"{name}-{stack}", argv, env={})
+                    self.processes.wait_until_answers(process, port=port, path="/healthz")
+                else:
+                    process = self._start_app(command, name=name, stack=stack, port=port, topic=topic)
+                servers[name] = _Server(port=port, process=process, topic=topic)
+        except BaseException:
+            for server in servers.values():
+                self.processes.stop(server.process)
+            raise
+        return servers
 
     def profile(self, *, stack: str, batch: int) -> None:
         """Load ingest at its maximum rate under pyinstrument; print where its CPU went."""
@@ -96,7 +117,9 @@ class Phases:
 
         port, topic = free_port(), f"bench.{self.run_id}.{stack}.profiled-{batch}"
         session = self.processes.work / f"ingest-{stack}-{batch}.pyisession"
-        process = self._start_ingest(stack=stack, port=port, topic=topic, profile=session)
+        process = self._start_app(
+            "serve-ingest", name="ingest", stack=stack, port=port, topic=topic, profile=session
+        )
         try:
             self._wait_for_quiet()
             argv, pid = ["load", "--port", str(port)], process.pid
@@ -108,13 +131,14 @@ class Phases:
         lines = breakdown(session, requests=requests, events=requests * batch, cpu_us=result.cpu_us)
         print("\n".join(lines))
 
-    def _start_ingest(
-        self, *, stack: str, port: int, topic: str, profile: Path | None = None
+    def _start_app(
+        self, command: str, *, name: str, stack: str, port: int, topic: str, profile: Path | None = None
     ) -> "subprocess.Popen[bytes]":
-        argv = [str(HERE / "ingest.py"), "serve-ingest", "--stack", stack]
+        """Start `onefunnel ingest` or one of its variants (ingest_servers.py) on `port`."""
+        argv = [str(HERE / "ingest.py"), command, "--stack", stack]
         if profile is not None:
             argv += ["--profile-to", str(profile)]
-        process = self.processes.start_python(f"ingest-{stack}", argv, env=self._ingest_env(port, topic))
+        process = self.processes.start_python(f"{name}-{stack}", argv, env=self._ingest_env(port, topic))
         # Ready means the producer is connected and the topics exist.
         self.processes.wait_until_answers(process, port=port, path="/readyz")
         return process
@@ -124,14 +148,6 @@ class Phases:
         argv = ["produce", "--bootstrap", self.bootstrap, "--topic", topic, "--loop", loop]
         argv += ["--partitions", str(self.args.partitions)]
         self._measure(argv, stack=loop, server="producer", batch=batch, pid=None, rate=None)
-
-    def _max_then_half(self, *, stack: str, server: str, batches: list[int], port: int, pid: int) -> None:
-        for batch in batches:
-            argv = ["load", "--port", str(port)]
-            fastest = self._measure(argv, stack=stack, server=server, batch=batch, pid=pid, rate=None)
-            half = fastest.rps / 2
-            argv += ["--rate", f"{half:.1f}"]
-            self._measure(argv, stack=stack, server=server, batch=batch, pid=pid, rate=half)
 
     def _ingest_env(self, port: int, topic: str) -> dict[str, str]:
         prefix = f"bench.{self.run_id}"

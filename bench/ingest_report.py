@@ -67,7 +67,7 @@ def print_targets(results: list[Result], *, stacks: list[str], published: dict[s
     The verdict is on the measured rates. The same ratio of CPU per request (per event) follows
     each: what the ratio would be if each process had a core of its own, which a shared machine
     cannot promise (the broker runs on the same two cores). With several rounds, each ratio is taken
-    within a round (its servers measured minutes apart) and the verdict is on the median of the rounds.
+    within a round (its maximum rates measured back to back) and the verdict is on the median of the rounds.
     """
 
     def rounds(stack: str, server: str, batch: int, load: str) -> dict[int, Result]:

@@ -76,6 +76,13 @@ def kafka() -> Iterator[KafkaBroker]:
         yield broker
 
 
+@pytest.fixture
+def stoppable_kafka() -> Iterator[KafkaBroker]:
+    """A broker of the test's own, for a test that stops and restarts it."""
+    with own_kafka_broker() as broker:
+        yield broker
+
+
 @dataclass
 class PostgresServer:
     """A real PostgreSQL server; tests may stop and start it (same data, same port)."""

@@ -109,19 +109,21 @@ class KafkaBus:
                     f"a message of {len(m.value)} bytes exceeds ONEFUNNEL_KAFKA_MAX_MESSAGE_BYTES "
                     f"({self._max_message_bytes})"
                 )
-        producer = await self._started_producer()
+        deadline = asyncio.get_running_loop().time() + self._publish_timeout
+        # The lock in _started_producer costs every publish; it is only needed until the producer runs.
+        producer = self._producer if self._producer is not None else await self._started_producer()
         assert self._batches is not None  # started with the producer
         try:
-            async with asyncio.timeout(self._publish_timeout):
-                # Partitions chosen once per key, as aiokafka's default partitioner chooses them.
-                partitions = sorted(await producer.partitions_for(topic))
-                by_key: dict[bytes, int] = {}
-                placed = []
-                for m in messages:
-                    if m.key not in by_key:
-                        by_key[m.key] = partition_for(m.key, partitions)
-                    placed.append((by_key[m.key], m))
-                await self._batches.publish(topic, placed)
+            # Known metadata answers at once; otherwise aiokafka waits up to its request timeout, ours.
+            partitions = sorted(await producer.partitions_for(topic))
+            # Partitions chosen once per key, as aiokafka's default partitioner chooses them.
+            by_key: dict[bytes, int] = {}
+            placed = []
+            for m in messages:
+                if m.key not in by_key:
+                    by_key[m.key] = partition_for(m.key, partitions)
+                placed.append((by_key[m.key], m))
+            await self._batches.publish(topic, placed, deadline=deadline)
         except TimeoutError as error:
             raise BusUnavailable(f"Kafka did not acknowledge within {self._publish_timeout} s") from error
         except (MessageSizeTooLargeError, RecordListTooLargeError) as error:

@@ -7,9 +7,14 @@ publish would put one delivery per round trip on a partition. Here each partitio
 publish appends its messages and waits for one future; the partition's flusher, while the previous
 batch is on its way, lets the queue fill with every concurrent publish's messages and sends them as
 one batch. Order per partition is the order of the publishes, as with `send()`.
+
+Every publish has a deadline, enforced by one timer for all of them: a timer per publish (what
+`asyncio.timeout` sets) cost a batch-1 delivery of ingest tens of microseconds (docs/benchmarks.md).
 """
 
 import asyncio
+import heapq
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -47,16 +52,29 @@ class BatchPublisher:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
         self._partitions: dict[tuple[str, int], _Partition] = {}
+        # (deadline, tie-breaker, publish), the earliest first; done publishes leave when they reach the top.
+        self._deadlines: list[tuple[float, int, _Publish]] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
 
-    def publish(self, topic: str, placed: Sequence[tuple[int, OutgoingMessage]]) -> asyncio.Future[None]:
+    def publish(
+        self, topic: str, placed: Sequence[tuple[int, OutgoingMessage]], *, deadline: float
+    ) -> asyncio.Future[None]:
         """Queue each (partition, message); the future is done when every one is acknowledged.
 
-        A caller that stops waiting (a timeout) leaves its future to fail or succeed unobserved;
-        its messages not yet in a batch are then dropped, those already sent may still land.
+        It fails with TimeoutError once the loop's clock passes `deadline` first. A caller that stops
+        waiting leaves its future to fail or succeed unobserved. Either way its messages not yet in a
+        batch are dropped; those already sent may still land.
         """
         publish = _Publish(remaining=len(placed))
         if not placed:
             publish.done.set_result(None)
+            return publish.done
+        heapq.heappush(self._deadlines, (deadline, next(self._order), publish))
+        if self._timer is None or deadline < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._expire)
         for partition, message in placed:
             queue = self._partitions.get((topic, partition))
             if queue is None:  # not setdefault: that would build a _Partition for every message
@@ -70,6 +88,22 @@ class BatchPublisher:
         """Wait for the flushers to hand their queues to the producer (whose `stop()` then flushes)."""
         flushers = [q.flusher for q in self._partitions.values() if q.flusher is not None]
         await asyncio.gather(*flushers, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        """Fail the publishes past their deadline; wait for the next one still pending."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._deadlines:
+            deadline, _, publish = self._deadlines[0]
+            if not publish.done.done() and deadline > now:
+                self._timer = loop.call_at(deadline, self._expire)
+                return
+            heapq.heappop(self._deadlines)
+            publish.failed(TimeoutError("not acknowledged by the deadline"))
+        self._timer = None
 
     async def _flush(self, topic: str, partition: int, queue: _Partition) -> None:
         try:

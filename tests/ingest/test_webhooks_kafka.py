@@ -3,7 +3,6 @@
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -14,26 +13,19 @@ from onefunnel.shared.bus import Bus, Message, OutgoingMessage, open_bus
 from onefunnel.shared.events import SourceEvent
 from onefunnel.shared.settings import BusKind, BusSettings, TopicSettings
 from onefunnel.shared.stage_mapping import load_stage_mapping
-from tests.conftest import KafkaBroker, own_kafka_broker
+from tests.conftest import KafkaBroker
 from tests.ingest import deliveries
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.kafka]
 HUBSPOT_TIMEOUT_SECONDS = 5.0
 
 
-@pytest.fixture
-def broker() -> Iterator[KafkaBroker]:
-    """A broker of this test's own, since the test stops and restarts it."""
-    with own_kafka_broker() as started:
-        yield started
-
-
 async def test_every_acknowledged_delivery_survives_a_broker_outage_and_none_hangs(
-    broker: KafkaBroker,
+    stoppable_kafka: KafkaBroker,
 ) -> None:
     topics = TopicSettings(topic_source_events=f"events-{uuid.uuid4().hex[:8]}")
     settings = BusSettings(
-        bus=BusKind.KAFKA, kafka_bootstrap_servers=broker.bootstrap_servers, publish_timeout=2.0
+        bus=BusKind.KAFKA, kafka_bootstrap_servers=stoppable_kafka.bootstrap_servers, publish_timeout=2.0
     )
     acknowledged: set[str] = set()  # idempotency keys of events in deliveries that got a 2xx
     statuses: list[int] = []
@@ -58,9 +50,9 @@ async def test_every_acknowledged_delivery_survives_a_broker_outage_and_none_han
                 return response.status_code
 
             assert [await deliver(n) for n in range(5)] == [200] * 5
-            await asyncio.to_thread(broker.stop)
+            await asyncio.to_thread(stoppable_kafka.stop)
             assert [await deliver(n) for n in range(5, 8)] == [503] * 3
-            await asyncio.to_thread(broker.start)
+            await asyncio.to_thread(stoppable_kafka.start)
             async with asyncio.timeout(90):
                 while await deliver(100) != 200:  # noqa: ASYNC110 (the producer reconnects by itself)
                     await asyncio.sleep(1)

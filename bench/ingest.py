@@ -26,7 +26,14 @@ from pathlib import Path
 from ingest_phases import Phases
 from ingest_processes import Processes
 from ingest_report import print_table, print_targets
-from ingest_servers import STACKS, serve_bare_route, serve_ceiling, serve_ingest, serve_publish_path
+from ingest_servers import (
+    STACKS,
+    event_loop,
+    serve_bare_route,
+    serve_ceiling,
+    serve_ingest,
+    serve_publish_path,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 _NEEDS = {"plain": (), "httptools": ("httptools",), "uvloop": ("httptools", "uvloop")}
@@ -190,13 +197,13 @@ def _benchmark(args: argparse.Namespace) -> None:
                     phases.round = round_
                     if args.rounds > 1:
                         print(f"round {round_} of {args.rounds}")
-                    loops = {"uvloop" if s == "uvloop" else "asyncio" for s in stacks}  # producers due
+                    measured: set[str] = set()  # event loops whose bare producer this round measured
                     for stack in stacks:
-                        loop = "uvloop" if stack == "uvloop" else "asyncio"
+                        loop = event_loop(stack)
                         phases.stack_round(
-                            stack=stack, batches=batches, producer_loop=loop if loop in loops else None
+                            stack=stack, batches=batches, producer_loop=None if loop in measured else loop
                         )
-                        loops.discard(loop)
+                        measured.add(loop)
         if phases.results and not args.profile:
             print()
             print_table(phases.results)

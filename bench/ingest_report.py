@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from statistics import median
 
+from ingest_servers import event_loop
+
 BATCH_1_SHARE_OF_CEILING = 0.60  # ingest's requests/s at batch 1, against the ceiling app's
 BATCH_50_SHARE_OF_PRODUCER = 0.50  # ingest's events/s at batch 50, against the bare producer's
 P99_LIMIT_MS = 50.0  # ingest's p99 at half its maximum rate
@@ -79,7 +81,7 @@ def print_targets(results: list[Result], *, stacks: list[str], published: dict[s
 
     for stack in stacks:
         print(f"targets, {stack} stack:")
-        loop = "uvloop" if stack == "uvloop" else "asyncio"
+        loop = event_loop(stack)
         ingest_1, ceiling_1 = rounds(stack, "ingest", 1, "max"), rounds(stack, "ceiling", 1, "max")
         _share(
             "batch 1: ingest",

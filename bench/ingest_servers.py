@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 STACKS = ("plain", "httptools", "uvloop")
 
 
+def event_loop(stack: str) -> str:
+    """The event loop a stack runs on: the bare producer it is compared with runs on the same."""
+    return "uvloop" if stack == "uvloop" else "asyncio"
+
+
 def use_stack(stack: str) -> None:
     """Hide the speedups a stack does without, so neither uvicorn nor the CLI can pick them."""
     if stack not in STACKS:
@@ -58,7 +63,7 @@ def serve_bare_route(*, stack: str, port: int) -> None:
         bare_route_app(),
         host="127.0.0.1",
         port=port,
-        loop="uvloop" if stack == "uvloop" else "asyncio",
+        loop=event_loop(stack),
         http="h11" if stack == "plain" else "httptools",
         log_level="warning",
         access_log=False,
